@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` (the main job) and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed  ## Start the mock HostedAI server on 127.0.0.1:8000
+	$(BIN)/hostedai-mock $(ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+test: lint typecheck  ## Lint, type-check and run the whole test suite
+	$(BIN)/pytest -q $(ARGS)
+
+bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

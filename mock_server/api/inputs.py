@@ -1,0 +1,127 @@
+"""Turn an HTTP request into a validated `Call` for a handler: authenticate, charge the rate limit,
+parse and validate parameters and body against the contract. Anything wrong raises `ApiError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mock_server.api.contract import Operation, ParameterParseError, Violation
+from mock_server.api.problems import ApiError
+from mock_server.sim.errors import SimError
+from mock_server.sim.simulator import Simulator
+
+
+@dataclass(slots=True)
+class Call:
+    operation: Operation
+    request_id: str
+    tenant_id: str
+    """The authenticated tenant; empty for operations that need no key."""
+    body: Any
+    query: dict[str, Any]
+    path: dict[str, Any]
+    headers: dict[str, Any]
+
+
+def authenticate(request: web.Request, sim: Simulator) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    tenant = sim.tenant_for_key(key.strip()) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        reason = "Missing API key." if not header else "Unknown API key."
+        raise ApiError(
+            "unauthorized",
+            f"{reason} Send Authorization: Bearer <api key>.",
+            headers={"WWW-Authenticate": 'Bearer realm="hostedai"'},
+        )
+    return tenant
+
+
+def _parameters(request: web.Request, operation: Operation) -> tuple[dict[str, dict[str, Any]], list[Violation]]:
+    values: dict[str, dict[str, Any]] = {"path": {}, "query": {}, "header": {}}
+    problems: list[Violation] = []
+    for param in operation.parameters:
+        where = f"/{param.location}/{param.name}"
+        if param.location == "path":
+            raw: list[str] = [request.match_info[param.name]] if param.name in request.match_info else []
+        elif param.location == "query":
+            raw = request.query.getall(param.name, [])
+        elif param.location == "header":
+            raw = request.headers.getall(param.name, [])
+        else:
+            continue
+        if not raw:
+            if param.required:
+                problems.append(Violation(where, f"{param.name} is required"))
+            elif param.default is not None:
+                values[param.location][param.name] = param.default
+            continue
+        try:
+            parsed = [param.parse(r) for r in raw]
+        except ParameterParseError as exc:
+            problems.append(Violation(where, str(exc)))
+            continue
+        value: Any = parsed if param.is_array else parsed[-1]
+        found = param.schema.violations(value, where)
+        if found:
+            problems.extend(found)
+        else:
+            values[param.location][param.name] = value
+    return values, problems
+
+
+async def _body(request: web.Request, operation: Operation, max_bytes: int) -> tuple[Any, list[Violation]]:
+    assert operation.body is not None
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError("payload_too_large", f"The body exceeds {max_bytes} bytes.")
+    if request.content_type != "application/json":
+        given = request.headers.get("Content-Type", "none")
+        raise ApiError("unsupported_media_type", f"Send Content-Type: application/json (got {given}).")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError("payload_too_large", f"The body exceeds {max_bytes} bytes.") from None
+    if not raw.strip():
+        raise ApiError("invalid_request", "A JSON body is required.")
+    try:
+        # orjson is strict where the stdlib is lenient: no NaN, no lone surrogates, UTF-8 only.
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError("invalid_request", f"The body is not valid JSON: {exc}.") from None
+    return body, operation.body.violations(body, "/body")
+
+
+async def read_call(
+    request: web.Request, operation: Operation, sim: Simulator, request_id: str, max_bytes: int
+) -> Call:
+    tenant = ""
+    if operation.secured:
+        tenant = authenticate(request, sim)
+        try:
+            sim.take_rate_token(tenant)
+        except SimError as exc:
+            raise ApiError.from_sim(exc) from None
+    values, problems = _parameters(request, operation)
+    body: Any = None
+    if operation.body is not None:
+        body, body_problems = await _body(request, operation, max_bytes)
+        problems.extend(body_problems)
+    if problems:
+        raise ApiError(
+            "validation_failed",
+            "The request does not match the contract.",
+            extra={"errors": [{"path": p.path, "message": p.message} for p in problems]},
+        )
+    return Call(
+        operation=operation,
+        request_id=request_id,
+        tenant_id=tenant,
+        body=body,
+        query=values["query"],
+        path=values["path"],
+        headers=values["header"],
+    )

@@ -1,0 +1,103 @@
+"""The one place that turns an error into an RFC 9457 problem+json response.
+
+Handlers and middleware raise `ApiError` (or let a domain `SimError` through); the error middleware
+calls `render`. The status of each problem code is written here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mock_server.api.state import RESPONSE_DATA
+from mock_server.sim.errors import AllocationNotActive, InvalidInput, SimError, _RetryLater
+
+PROBLEM_JSON = "application/problem+json"
+
+# code -> (HTTP status, title)
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "Invalid request"),
+    "unauthorized": (401, "Unauthorized"),
+    "quota_exceeded": (403, "Quota exceeded"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "allocation_not_active": (409, "Allocation not active"),
+    "idempotency_conflict": (409, "Idempotency conflict"),
+    "payload_too_large": (413, "Payload too large"),
+    "unsupported_media_type": (415, "Unsupported media type"),
+    "validation_failed": (422, "Validation failed"),
+    "rate_limited": (429, "Rate limited"),
+    "internal_error": (500, "Internal error"),
+    "bad_gateway": (502, "Bad gateway"),
+    "capacity_exhausted": (503, "Capacity exhausted"),
+    "unavailable": (503, "Service unavailable"),
+    "gateway_timeout": (504, "Gateway timeout"),
+}
+
+
+class ApiError(Exception):
+    """An error to answer as a problem document."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        if code not in PROBLEMS:
+            raise ValueError(f"unknown problem code {code!r}")
+        self.code = code
+        self.detail = detail
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+    @property
+    def status(self) -> int:
+        return PROBLEMS[self.code][0]
+
+    @classmethod
+    def from_sim(cls, error: SimError) -> ApiError:
+        extra: dict[str, Any] = {}
+        if isinstance(error, InvalidInput):
+            extra["errors"] = [{"path": e.path, "message": e.message} for e in error.errors]
+        if isinstance(error, AllocationNotActive):
+            extra["state"] = error.state
+        if isinstance(error, _RetryLater):
+            return retry_later(error.code, error.detail, error.retry_after)
+        return cls(error.code, error.detail, extra=extra)
+
+
+def retry_later(code: str, detail: str, retry_after: int) -> ApiError:
+    """A 429/503 problem: `Retry-After` in the header and the same number in the body."""
+    return ApiError(code, detail, extra={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
+
+
+def problem_body(error: ApiError, request_id: str) -> dict[str, Any]:
+    status, title = PROBLEMS[error.code]
+    return {
+        "type": f"https://errors.hosted.ai/{error.code}",
+        "title": title,
+        "status": status,
+        "code": error.code,
+        "detail": error.detail,
+        "request_id": request_id,
+        **error.extra,
+    }
+
+
+def render(error: ApiError, request_id: str) -> web.Response:
+    body = problem_body(error, request_id)
+    response = web.Response(
+        status=error.status,
+        body=orjson.dumps(body),
+        content_type=PROBLEM_JSON,
+        headers=error.headers,
+    )
+    response[RESPONSE_DATA] = body
+    return response

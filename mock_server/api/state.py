@@ -1,0 +1,86 @@
+"""What the HTTP layer shares between requests: one `ServerState` per app, under one typed key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from mock_server.api.contract import Contract
+from mock_server.api.metrics import ServerMetrics
+from mock_server.config import MockConfig
+from mock_server.sim.clock import Clock
+from mock_server.sim.model import Allocation
+from mock_server.sim.simulator import Simulator
+
+_CLIENT_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+class Waiters:
+    """Wake-ups for requests that wait on the simulation: an allocate queueing for capacity
+    (`wait_seconds`), an inference running while its allocation might end."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._changed = asyncio.Event()
+        self._ended: dict[str, asyncio.Event] = {}
+        self.waiting = 0
+        """Requests waiting for a change right now (queued allocates)."""
+        sim.on_capacity_freed.append(lambda _pool: self.notify())
+        sim.on_allocation_ended.append(self._allocation_ended)
+
+    def notify(self) -> None:
+        """Something changed (capacity freed, clock advanced): wake every waiter to look again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_change(self, at_most_s: float | None) -> None:
+        """Until the next `notify()`, or `at_most_s` real seconds (None: no bound)."""
+        self.waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), at_most_s)
+        finally:
+            self.waiting -= 1
+
+    def _allocation_ended(self, alloc: Allocation) -> None:
+        event = self._ended.pop(alloc.allocation_id, None)
+        if event is not None:
+            event.set()
+
+    async def sleep_while_active(self, alloc: Allocation, real_seconds: float) -> bool:
+        """Wait `real_seconds`, cut short if the allocation ends; whether it is still active."""
+        if real_seconds > 0 and alloc.active:
+            event = self._ended.setdefault(alloc.allocation_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), real_seconds)
+        return alloc.active
+
+
+@dataclass(slots=True)
+class ServerState:
+    config: MockConfig
+    clock: Clock
+    sim: Simulator
+    contract: Contract
+    metrics: ServerMetrics
+    waiters: Waiters
+    _ids: random.Random = field(default_factory=lambda: random.Random(0))
+
+    @property
+    def strict(self) -> bool:
+        return self.config.server.strict
+
+    def request_id(self, sent: str | None) -> str:
+        if sent is not None and _CLIENT_REQUEST_ID.match(sent):
+            return sent
+        return f"req_{self._ids.getrandbits(64):016x}"
+
+
+STATE = web.AppKey("state", ServerState)
+REQUEST_ID = web.RequestKey("request_id", str)
+# The body a handler sent, kept so strict mode can validate it without parsing it back.
+RESPONSE_DATA = web.ResponseKey("data", object)

@@ -1,0 +1,89 @@
+"""`hostedai-mock`: run the mock HostedAI server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import NoReturn
+
+from aiohttp import web
+
+from mock_server import __version__
+from mock_server.api.app import create_app
+from mock_server.config import ConfigError, MockConfig, load_config
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line and exit code 2, as every command of the kit does on bad input.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.")
+    parser.add_argument("--config", help="YAML config file (default: the packaged default config)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")
+    parser.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    parser.add_argument("--time-scale", type=float, help="real seconds per simulated second (default 1.0)")
+    parser.add_argument("--clock", choices=["real", "manual"], help="real (scaled) time or a manual clock")
+    parser.add_argument(
+        "--strict", action="store_true", default=None, help="validate every response too; a violation is a 500"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> MockConfig:
+    config = load_config(args.config)
+    return config.with_overrides(
+        server={"host": args.host, "port": args.port, "strict": args.strict},
+        simulation={"seed": args.seed, "time_scale": args.time_scale, "clock": args.clock},
+    )
+
+
+async def serve(config: MockConfig) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    tenant, tenant_cfg = next(iter(config.tenants.items()))
+    print(
+        f"HostedAI mock listening on http://{host}:{port}  "
+        f"(tenant {tenant}, API key {tenant_cfg.api_keys[0]}; clock {config.simulation.clock}, "
+        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except ConfigError as exc:
+        print(f"hostedai-mock: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(
+            f"hostedai-mock: error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,217 @@
+"""The mock server's configuration: one YAML file, validated by pydantic.
+
+A default configuration ships inside the package (`default_config.yaml`) so that `hostedai-mock` runs
+with no arguments. `${VAR}` in any string value is expanded from the environment, for secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is one line naming the bad key."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a config file must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    strict: bool = False
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # The admin API is used by the control plane (faults, clock, journal); None turns it off.
+    admin_token: str | None = None
+
+
+class SimulationConfig(_Strict):
+    seed: int = 0
+    clock: Literal["real", "manual"] = "real"
+    # Real seconds per simulated second: 0.01 makes a 5-minute simulated inference take 3 s.
+    time_scale: Annotated[float, Field(gt=0)] = 1.0
+    # Unix time of simulated t=0. None: the wall time at start (real clock) or 2026-01-01T00:00:00Z
+    # (manual clock), so manual-clock runs render identical timestamps.
+    start_time: float | None = None
+    # Ended allocations stay readable this long, then only their usage record remains.
+    retention_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    idempotency: bool = True
+    idempotency_ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
+    # Seconds a client is told to wait (Retry-After) when capacity is exhausted.
+    capacity_retry_after_s: Annotated[int, Field(ge=0)] = 5
+
+
+class PoolConfig(_Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    gpu_type: str
+    gpus: Annotated[int, Field(ge=1, le=1_000_000)]
+    tflops_per_gpu: Annotated[float, Field(gt=0)]
+    vram_mb_per_gpu: Annotated[int, Field(gt=0)]
+    overcommit_ratio: Annotated[float, Field(ge=1, le=10)] = 1.0
+    # VRAM is not overcommitted by default (1.0): past physical memory real GPUs page or kill tenants.
+    vram_overcommit_ratio: Annotated[float, Field(ge=1, le=2)] = 1.0
+    price_per_tflops_hour: Annotated[float, Field(ge=0)] = 0.0
+    placement: Literal["best_fit", "first_fit", "spread"] = "best_fit"
+    contention: Literal["spatial", "temporal"] = "spatial"
+    time_quantum_s: Annotated[float, Field(gt=0, le=120)] = 30.0
+    preemption: bool = True
+    # Simulated provisioning time of an allocate (real HostedAI subscribes often take over 15 s).
+    provision_ms: Annotated[float, Field(ge=0)] = 0.0
+
+
+class GpuLatency(_Strict):
+    """A model's latency on one GPU type, at batch size 1 and with the model's reference TFLOPS."""
+
+    prefill_overhead_ms: Annotated[float, Field(ge=0)]
+    prefill_per_token_us: Annotated[float, Field(ge=0)]
+    tpot_ms: Annotated[float, Field(ge=0)]
+
+
+class ModelConfig(_Strict):
+    vram_mb: Annotated[int, Field(gt=0)]
+    tflops: Annotated[float, Field(gt=0)]
+    max_tokens: Annotated[int, Field(gt=0)]
+    context_tokens: Annotated[int, Field(gt=0)]
+    pools: list[str]
+    latency: dict[str, GpuLatency]
+    # Per-sequence decode slows with the number of sequences batched on the GPU: ITL × (1 + a·(n−1)).
+    batch_factor: Annotated[float, Field(ge=0)] = 0.046
+    # Decode slows as the context grows: ITL × (1 + b·context_tokens/1000).
+    context_factor: Annotated[float, Field(ge=0)] = 0.012
+    ttft_sigma: Annotated[float, Field(ge=0, le=2)] = 0.25
+    itl_sigma: Annotated[float, Field(ge=0, le=2)] = 0.10
+    # Sequences one GPU runs at once for this model; more queue.
+    max_concurrency: Annotated[int, Field(ge=1)] = 32
+
+
+class QuotaConfig(_Strict):
+    max_active_allocations: Annotated[int, Field(ge=0)] | None = None
+    max_tflops: Annotated[float, Field(ge=0)] | None = None
+
+
+class RateLimitConfig(_Strict):
+    rps: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=1)]
+
+
+class TenantConfig(_Strict):
+    api_keys: Annotated[list[str], Field(min_length=1)]
+    quota: QuotaConfig = QuotaConfig()
+    rate_limit: RateLimitConfig | None = None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, keys: list[str]) -> list[str]:
+        if any(not k.strip() for k in keys):
+            raise ValueError("an API key may not be empty")
+        return keys
+
+
+class MockConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    simulation: SimulationConfig = SimulationConfig()
+    pools: Annotated[list[PoolConfig], Field(min_length=1)]
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    tenants: Annotated[dict[str, TenantConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> MockConfig:
+        pool_ids = [p.id for p in self.pools]
+        if len(set(pool_ids)) != len(pool_ids):
+            raise ValueError("pool ids must be unique")
+        gpu_types = {p.id: p.gpu_type for p in self.pools}
+        for name, model in self.models.items():
+            for pool_id in model.pools:
+                if pool_id not in gpu_types:
+                    raise ValueError(f"models.{name}.pools names unknown pool {pool_id!r}")
+                if gpu_types[pool_id] not in model.latency:
+                    raise ValueError(
+                        f"models.{name}.latency has no entry for gpu_type {gpu_types[pool_id]!r} of pool {pool_id!r}"
+                    )
+        seen: dict[str, str] = {}
+        for tenant, cfg in self.tenants.items():
+            for key in cfg.api_keys:
+                if key in seen and seen[key] != tenant:
+                    raise ValueError(f"API key of tenant {tenant!r} is also a key of tenant {seen[key]!r}")
+                seen[key] = tenant
+        return self
+
+    def with_overrides(self, **sections: dict[str, Any]) -> MockConfig:
+        """A copy with some fields of `server` / `simulation` replaced, validated again."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update({k: v for k, v in values.items() if v is not None})
+        try:
+            return MockConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"config key {path}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(lookup, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = error.error_count() - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"config key {where}: {first['msg']}{suffix}"
+
+
+def parse_config(data: Any, source: str = "config") -> MockConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    try:
+        return MockConfig.model_validate(_expand_env(data, ""))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_config(path: str | Path | None = None) -> MockConfig:
+    """Load and validate a config file; None loads the packaged default."""
+    if path is None:
+        text = resources.files("mock_server").joinpath("default_config.yaml").read_text("utf-8")
+        source = "default config"
+    else:
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}") from None
+    return parse_config(data, source)
+
+
+def default_config() -> MockConfig:
+    return load_config(None)

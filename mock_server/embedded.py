@@ -1,0 +1,114 @@
+"""`MockHostedAI`: the mock server in-process, on a free loopback port, for anyone's test suite.
+
+async with MockHostedAI() as mock:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {mock.api_key}"}) as s:
+        await s.get(f"{mock.url}/v1/pools")
+    mock.sim.allocations  # the simulator's state, to assert on
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from aiohttp import web
+
+from mock_server.api.app import create_app
+from mock_server.api.state import STATE, ServerState
+from mock_server.config import MockConfig, load_config
+from mock_server.sim.clock import Clock, ManualClock
+from mock_server.sim.simulator import Simulator
+
+
+class MockHostedAI:
+    def __init__(
+        self,
+        config: MockConfig | str | Path | None = None,
+        *,
+        strict: bool = True,
+        clock: Literal["real", "manual"] | None = None,
+        seed: int | None = None,
+        time_scale: float | None = None,
+        tenant: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Strict by default: a response that breaks the contract is a loud 500, not a silent lie.
+        `tenant` picks whose key `api_key` is (default: the first tenant of the config)."""
+        base = config if isinstance(config, MockConfig) else load_config(config)
+        self.config = base.with_overrides(
+            server={"strict": strict, "host": host, "port": port},
+            simulation={"clock": clock, "seed": seed, "time_scale": time_scale},
+        )
+        self.tenant = tenant or next(iter(self.config.tenants))
+        if self.tenant not in self.config.tenants:
+            raise ValueError(f"no tenant {self.tenant!r} in the config")
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._app: web.Application | None = None
+
+    async def __aenter__(self) -> MockHostedAI:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._app = create_app(self.config)
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._runner = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the mock is not running; use `async with MockHostedAI() as mock:`")
+        return self._url
+
+    @property
+    def api_key(self) -> str:
+        return self.config.tenants[self.tenant].api_keys[0]
+
+    def api_key_for(self, tenant: str) -> str:
+        return self.config.tenants[tenant].api_keys[0]
+
+    @property
+    def admin_token(self) -> str | None:
+        return self.config.server.admin_token
+
+    @property
+    def state(self) -> ServerState:
+        if self._app is None:
+            raise RuntimeError("the mock is not running")
+        return self._app[STATE]
+
+    @property
+    def sim(self) -> Simulator:
+        return self.state.sim
+
+    @property
+    def clock(self) -> Clock:
+        return self.state.clock
+
+    def advance(self, seconds: float) -> float:
+        """Move the manual clock forward: leases expire, and requests waiting on simulated time
+        (an allocate with `wait_seconds`) look again. Returns the new simulated time."""
+        clock = self.clock
+        if not isinstance(clock, ManualClock):
+            raise RuntimeError("advance() needs the manual clock: MockHostedAI(clock='manual')")
+        now = clock.advance(seconds)
+        self.sim.tick()
+        self.state.waiters.notify()
+        return now

@@ -1,0 +1,509 @@
+"""The simulator: HostedAI's state and rules, with no HTTP in sight.
+
+The HTTP layer parses a request, calls one method here and renders what comes back (or the `SimError`
+raised). Every method first lets simulated time catch up (`tick`): leases expire, ended allocations
+leave the retention window, idempotency records age out. Determinism: given the seed, the clock and the
+sequence of calls, ids, outputs and timings are the same on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import json
+import random
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mock_server.config import MockConfig, ModelConfig, PoolConfig
+from mock_server.sim import latency, placement, textgen
+from mock_server.sim.clock import Clock
+from mock_server.sim.errors import (
+    AllocationNotActive,
+    CapacityExhausted,
+    FieldProblem,
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+)
+from mock_server.sim.ledger import Ledger, UsageRecord, UsageTotals, totals
+from mock_server.sim.model import END_STATE, Allocation, AllocationState, EndReason, Gpu, Pool
+from mock_server.sim.ratelimit import TokenBucket
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationSpec:
+    pool_id: str
+    model: str
+    tflops: float
+    vram_mb: int
+    overcommit: bool = False
+    priority: int = 5
+    ttl_seconds: int | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateResult:
+    allocation: Allocation
+    """The allocation as it was when created (for a replay: as first answered)."""
+    replayed: bool
+    provision_s: float
+    preempted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceSpec:
+    allocation_id: str
+    prompt: str
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class InferencePlan:
+    inference_id: str
+    allocation: Allocation
+    gpu: Gpu
+    model: str
+    tokens: list[str]
+    finish_reason: str
+    prompt_tokens: int
+    timings: latency.Timings
+    finished: bool = False
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    pool_id: str
+    gpu_type: str
+    gpus: int
+    tflops_total: float
+    tflops_allocated: float
+    vram_mb_total: int
+    vram_mb_allocated: int
+    overcommit_ratio: float
+    allocations_active: int
+    price_per_tflops_hour: float
+
+
+@dataclass(slots=True)
+class _IdempotencyRecord:
+    fingerprint: str
+    snapshot: Allocation
+    created_at: float
+
+
+@dataclass(slots=True)
+class _TenantUsage:
+    active: int = 0
+    tflops: float = 0.0
+
+
+def fingerprint(body: object) -> str:
+    """A stable digest of a request body, for telling a replay from a different request."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Simulator:
+    def __init__(self, config: MockConfig, clock: Clock, seed: int | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.on_allocation_ended: list[Callable[[Allocation], None]] = []
+        self.on_capacity_freed: list[Callable[[str], None]] = []
+        self.reset(seed)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> None:
+        """Back to the configured state: no allocations, no usage, fresh random streams."""
+        self.seed = self.config.simulation.seed if seed is None else seed
+        self._rng_ids = random.Random(textgen.stable_seed("ids", self.seed))
+        self._rng_latency = random.Random(textgen.stable_seed("latency", self.seed))
+        self._rng_output = random.Random(textgen.stable_seed("output", self.seed))
+        self.pools: dict[str, Pool] = {}
+        self.gpus: dict[str, Gpu] = {}
+        for pc in self.config.pools:
+            gpus = [
+                Gpu(
+                    gpu_id=f"{pc.id}/gpu-{i}",
+                    pool_id=pc.id,
+                    index=i,
+                    tflops=pc.tflops_per_gpu,
+                    vram_mb=pc.vram_mb_per_gpu,
+                )
+                for i in range(pc.gpus)
+            ]
+            self.pools[pc.id] = Pool(config=pc, gpus=gpus)
+            self.gpus.update((g.gpu_id, g) for g in gpus)
+        self.models: dict[str, ModelConfig] = dict(self.config.models)
+        self.allocations: dict[str, Allocation] = {}
+        self._by_tenant: dict[str, dict[str, Allocation]] = defaultdict(dict)
+        self._tenant_usage: dict[str, _TenantUsage] = defaultdict(_TenantUsage)
+        self._tenant_of_key = {k: t for t, tc in self.config.tenants.items() for k in tc.api_keys}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._leases: list[tuple[float, int, Allocation]] = []
+        # Ended allocations by end time (a heap: a lease may end in the past of the last release).
+        self._ended: list[tuple[float, int, Allocation]] = []
+        self._idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
+        self._idempotency_order: deque[tuple[str, str]] = deque()
+        self.ledger = Ledger()
+        self._seq = 0
+
+    def tick(self) -> None:
+        """Let simulated time catch up: expire idle leases, forget what is past retention."""
+        now = self.clock.now()
+        while self._leases and self._leases[0][0] <= now:
+            due, _, alloc = heapq.heappop(self._leases)
+            # A lease entry is stale when the allocation was used (or ended) after it was pushed.
+            if alloc.active and alloc.expires_at == due:
+                if alloc.inflight:
+                    # An inference is running: the allocation is not idle; look again when it ends.
+                    continue
+                # It ended when the lease ran out, not when the simulator next looked: billing and
+                # retention must not depend on when requests happen to arrive.
+                self._end(alloc, EndReason.EXPIRED, at=due)
+        retention = self.config.simulation.retention_seconds
+        while self._ended and self._ended[0][0] + retention <= now:
+            _, _, gone = heapq.heappop(self._ended)
+            self.allocations.pop(gone.allocation_id, None)
+            self._by_tenant[gone.tenant_id].pop(gone.allocation_id, None)
+        ttl = self.config.simulation.idempotency_ttl_seconds
+        while self._idempotency_order:
+            key = self._idempotency_order[0]
+            record = self._idempotency.get(key)
+            if record is not None and record.created_at + ttl > now:
+                break
+            self._idempotency_order.popleft()
+            self._idempotency.pop(key, None)
+
+    # ---- tenants -----------------------------------------------------------------------------------
+
+    def tenant_for_key(self, api_key: str) -> str | None:
+        return self._tenant_of_key.get(api_key)
+
+    def take_rate_token(self, tenant_id: str) -> None:
+        """Charge one request to the tenant's rate limit; raises RateLimited when it is spent."""
+        limit = self.config.tenants[tenant_id].rate_limit
+        if limit is None:
+            return
+        now = self.clock.now()
+        bucket = self._buckets.get(tenant_id)
+        if bucket is None:
+            bucket = self._buckets[tenant_id] = TokenBucket(limit.rps, limit.burst, now)
+        wait = bucket.take(now)
+        if wait:
+            raise RateLimited(f"Tenant {tenant_id} exceeded {limit.rps:g} requests per second.", retry_after=wait)
+
+    # ---- allocations -------------------------------------------------------------------------------
+
+    def allocate(
+        self,
+        tenant_id: str,
+        spec: AllocationSpec,
+        *,
+        request_id: str,
+        idempotency_key: str | None = None,
+        body_fingerprint: str | None = None,
+    ) -> AllocateResult:
+        self.tick()
+        now = self.clock.now()
+        idem_key = (tenant_id, idempotency_key) if idempotency_key and self.config.simulation.idempotency else None
+        if idem_key is not None:
+            record = self._idempotency.get(idem_key)
+            if record is not None:
+                if record.fingerprint != body_fingerprint:
+                    raise IdempotencyConflict(
+                        f"Idempotency-Key {idempotency_key} was used with a different request body."
+                    )
+                return AllocateResult(allocation=record.snapshot, replayed=True, provision_s=0.0)
+
+        pool = self.pools.get(spec.pool_id)
+        if pool is None:
+            raise NotFound(f"No pool {spec.pool_id}.")
+        model = self.models.get(spec.model)
+        if model is None:
+            raise NotFound(f"No model {spec.model}.")
+        self._check_satisfiable(pool, model, spec)
+        self._check_quota(tenant_id, spec)
+
+        demand = placement.Demand(spec.tflops, spec.vram_mb, spec.overcommit, spec.priority)
+        gpu = placement.choose_gpu(pool.config, pool.gpus, demand)
+        victims: list[Allocation] = []
+        if gpu is None:
+            preemption = placement.plan_preemption(pool.config, pool.gpus, demand)
+            if preemption is None:
+                raise CapacityExhausted(
+                    f"No GPU in {pool.pool_id} has {spec.vram_mb} MB VRAM and {spec.tflops:g} TFLOPS free.",
+                    retry_after=self.config.simulation.capacity_retry_after_s,
+                )
+            gpu, victims = preemption.gpu, preemption.victims
+
+        self._seq += 1
+        alloc = Allocation(
+            allocation_id=f"alloc_{self._rng_ids.getrandbits(64):016x}",
+            tenant_id=tenant_id,
+            pool_id=pool.pool_id,
+            gpu_id=gpu.gpu_id,
+            model=spec.model,
+            tflops=spec.tflops,
+            vram_mb=spec.vram_mb,
+            overcommit=spec.overcommit,
+            priority=spec.priority,
+            labels=dict(spec.labels),
+            created_at=now,
+            ttl_seconds=spec.ttl_seconds,
+            request_id=request_id,
+            seq=self._seq,
+            last_used_at=now,
+        )
+        for victim in victims:
+            self._end(victim, EndReason.PREEMPTED, preempted_by=alloc.allocation_id)
+        gpu.hold(alloc)
+        self.allocations[alloc.allocation_id] = alloc
+        self._by_tenant[tenant_id][alloc.allocation_id] = alloc
+        usage = self._tenant_usage[tenant_id]
+        usage.active += 1
+        usage.tflops += alloc.tflops
+        self.ledger.open(alloc)
+        self._push_lease(alloc)
+        snapshot = dataclasses.replace(alloc, labels=dict(alloc.labels))
+        if idem_key is not None and body_fingerprint is not None:
+            self._idempotency[idem_key] = _IdempotencyRecord(body_fingerprint, snapshot, now)
+            self._idempotency_order.append(idem_key)
+        return AllocateResult(
+            allocation=snapshot,
+            replayed=False,
+            provision_s=pool.config.provision_ms / 1000,
+            preempted=tuple(v.allocation_id for v in victims),
+        )
+
+    def _check_satisfiable(self, pool: Pool, model: ModelConfig, spec: AllocationSpec) -> None:
+        problems: list[FieldProblem] = []
+        if pool.pool_id not in model.pools:
+            problems.append(
+                FieldProblem("/body/requirements/model", f"unsatisfiable: {spec.model} is not served in {pool.pool_id}")
+            )
+        if spec.vram_mb < model.vram_mb:
+            problems.append(
+                FieldProblem(
+                    "/body/requirements/vram_mb",
+                    f"unsatisfiable: {spec.model} needs at least {model.vram_mb} MB of VRAM",
+                )
+            )
+        demand = placement.Demand(spec.tflops, spec.vram_mb, spec.overcommit, spec.priority)
+        if not any(placement.could_ever_fit(pool.config, g, demand) for g in pool.gpus[:1]):
+            gpu = pool.gpus[0]
+            problems.append(
+                FieldProblem(
+                    "/body/requirements",
+                    f"unsatisfiable: no GPU of {pool.pool_id} could ever hold {spec.tflops:g} TFLOPS and "
+                    f"{spec.vram_mb} MB (each has {gpu.tflops:g} TFLOPS, overcommit ratio "
+                    f"{pool.config.overcommit_ratio:g}, and {gpu.vram_mb} MB)",
+                )
+            )
+        if problems:
+            raise InvalidInput("No allocation could ever satisfy these requirements.", problems)
+
+    def _check_quota(self, tenant_id: str, spec: AllocationSpec) -> None:
+        quota = self.config.tenants[tenant_id].quota
+        usage = self._tenant_usage[tenant_id]
+        if quota.max_active_allocations is not None and usage.active + 1 > quota.max_active_allocations:
+            raise QuotaExceeded(
+                f"Tenant {tenant_id} may hold at most {quota.max_active_allocations} active allocations."
+            )
+        if quota.max_tflops is not None and usage.tflops + spec.tflops > quota.max_tflops + 1e-9:
+            raise QuotaExceeded(f"Tenant {tenant_id} may hold at most {quota.max_tflops:g} TFLOPS.")
+
+    def _push_lease(self, alloc: Allocation) -> None:
+        due = alloc.expires_at
+        if due is not None:
+            heapq.heappush(self._leases, (due, alloc.seq, alloc))
+
+    def get_allocation(self, tenant_id: str, allocation_id: str) -> Allocation:
+        self.tick()
+        alloc = self._by_tenant[tenant_id].get(allocation_id)
+        if alloc is None:
+            # Another tenant's allocation is indistinguishable from one that does not exist.
+            raise NotFound(f"No allocation {allocation_id}.")
+        return alloc
+
+    def list_allocations(
+        self,
+        tenant_id: str,
+        *,
+        states: Iterable[str] = (),
+        labels: dict[str, str] | None = None,
+        limit: int = 100,
+        after_seq: int = 0,
+    ) -> tuple[list[Allocation], int | None]:
+        """A page of the tenant's readable allocations in creation order, and the seq to continue after."""
+        self.tick()
+        wanted = {AllocationState(s) for s in states}
+        page: list[Allocation] = []
+        for alloc in self._by_tenant[tenant_id].values():
+            if alloc.seq <= after_seq:
+                continue
+            if wanted and alloc.state not in wanted:
+                continue
+            if labels and any(alloc.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if len(page) == limit:
+                return page, page[-1].seq
+            page.append(alloc)
+        return page, None
+
+    def release(self, tenant_id: str, allocation_id: str) -> Allocation:
+        """End the allocation; releasing one that already ended changes nothing."""
+        alloc = self.get_allocation(tenant_id, allocation_id)
+        if alloc.active:
+            self._end(alloc, EndReason.RELEASED)
+        return alloc
+
+    def _end(
+        self, alloc: Allocation, reason: EndReason, *, preempted_by: str | None = None, at: float | None = None
+    ) -> None:
+        alloc.state = END_STATE[reason]
+        alloc.end_reason = reason
+        alloc.ended_at = self.clock.now() if at is None else at
+        alloc.preempted_by = preempted_by
+        self.gpus[alloc.gpu_id].give_back(alloc)
+        usage = self._tenant_usage[alloc.tenant_id]
+        usage.active -= 1
+        usage.tflops = usage.tflops - alloc.tflops if usage.active else 0.0
+        heapq.heappush(self._ended, (alloc.ended_at, alloc.seq, alloc))
+        for listener in self.on_allocation_ended:
+            listener(alloc)
+        for freed in self.on_capacity_freed:
+            freed(alloc.pool_id)
+
+    # ---- inference ---------------------------------------------------------------------------------
+
+    def start_inference(self, tenant_id: str, spec: InferenceSpec) -> InferencePlan:
+        """Check the request, generate the output and plan its timing; the allocation counts as busy
+        until `finish_inference`."""
+        alloc = self.get_allocation(tenant_id, spec.allocation_id)
+        if not alloc.active:
+            raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
+        model = self.models[alloc.model]
+        problems: list[FieldProblem] = []
+        if spec.model is not None and spec.model != alloc.model:
+            problems.append(FieldProblem("/body/model", f"the allocation runs {alloc.model}, not {spec.model}"))
+        max_tokens = model.max_tokens if spec.max_tokens is None else spec.max_tokens
+        if max_tokens > model.max_tokens:
+            problems.append(
+                FieldProblem("/body/max_tokens", f"{max_tokens} is above {alloc.model}'s limit of {model.max_tokens}")
+            )
+        prompt_tokens = textgen.count_tokens(spec.prompt)
+        if prompt_tokens + min(max_tokens, model.max_tokens) > model.context_tokens:
+            problems.append(
+                FieldProblem(
+                    "/body/prompt",
+                    f"{prompt_tokens} prompt tokens plus max_tokens {max_tokens} exceed {alloc.model}'s "
+                    f"context of {model.context_tokens} tokens",
+                )
+            )
+        if problems:
+            raise InvalidInput("The inference request cannot be served by this allocation.", problems)
+
+        seed = spec.seed
+        if seed is None:
+            # Without a seed, a zero temperature is greedy (same prompt, same output); otherwise draw one
+            # from the simulator's seeded stream, so outputs vary yet replay exactly.
+            seed = 0 if spec.temperature == 0 else self._rng_output.getrandbits(32)
+        generation = textgen.generate(alloc.model, spec.prompt, seed, max_tokens, list(spec.stop))
+        gpu = self.gpus[alloc.gpu_id]
+        pool = self.pools[alloc.pool_id].config
+        contention = latency.Contention(
+            gpu_load=gpu.load,
+            running=gpu.inflight + 1,
+            # Only time-slicing depends on how many tenants share the GPU; spare the scan otherwise.
+            tenants=len({a.tenant_id for a in gpu.allocations.values()}) if pool.contention == "temporal" else 1,
+        )
+        timings = latency.plan(
+            model=model,
+            gpu=model.latency[pool.gpu_type],
+            pool=pool,
+            alloc_tflops=alloc.tflops,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(generation.tokens),
+            contention=contention,
+            rng=self._rng_latency,
+        )
+        alloc.inflight += 1
+        gpu.inflight += 1
+        alloc.last_used_at = self.clock.now()
+        return InferencePlan(
+            inference_id=f"inf_{self._rng_ids.getrandbits(64):016x}",
+            allocation=alloc,
+            gpu=gpu,
+            model=alloc.model,
+            tokens=generation.tokens,
+            finish_reason=generation.finish_reason,
+            prompt_tokens=prompt_tokens,
+            timings=timings,
+        )
+
+    def finish_inference(self, plan: InferencePlan, tokens_delivered: int) -> None:
+        """The inference is over: it delivered this many tokens (all of them, or fewer when cut short)."""
+        if plan.finished:
+            return
+        plan.finished = True
+        alloc = plan.allocation
+        alloc.inflight -= 1
+        plan.gpu.inflight -= 1
+        alloc.prompt_tokens += plan.prompt_tokens
+        alloc.completion_tokens += tokens_delivered
+        if alloc.active:
+            # The lease counts idle time from the end of the last inference.
+            alloc.last_used_at = self.clock.now()
+            self._push_lease(alloc)
+
+    # ---- read-only views ---------------------------------------------------------------------------
+
+    def pool_stats(self, pool_id: str | None = None) -> list[PoolStats]:
+        self.tick()
+        if pool_id is not None and pool_id not in self.pools:
+            raise NotFound(f"No pool {pool_id}.")
+        pools = [self.pools[pool_id]] if pool_id is not None else list(self.pools.values())
+        return [self._stats(p.config, p.gpus) for p in pools]
+
+    @staticmethod
+    def _stats(pc: PoolConfig, gpus: list[Gpu]) -> PoolStats:
+        healthy = [g for g in gpus if g.healthy]
+        return PoolStats(
+            pool_id=pc.id,
+            gpu_type=pc.gpu_type,
+            gpus=len(healthy),
+            tflops_total=round(sum(g.tflops for g in healthy), 6),
+            tflops_allocated=round(sum(g.tflops_allocated for g in gpus), 6),
+            vram_mb_total=sum(g.vram_mb for g in healthy),
+            vram_mb_allocated=sum(g.vram_mb_allocated for g in gpus),
+            overcommit_ratio=pc.overcommit_ratio,
+            allocations_active=sum(len(g.allocations) for g in gpus),
+            price_per_tflops_hour=pc.price_per_tflops_hour,
+        )
+
+    def usage(
+        self, tenant_id: str, since: float | None = None, until: float | None = None
+    ) -> tuple[list[UsageRecord], UsageTotals]:
+        self.tick()
+        prices = {p.id: p.price_per_tflops_hour for p in self.config.pools}
+        records = self.ledger.records(tenant_id, self.clock.now(), prices, since, until)
+        return records, totals(records)

@@ -1,0 +1,123 @@
+"""Bad input of every kind gets its documented 4xx problem, never a 500."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from mock_server import MockHostedAI
+from tests.conftest import ALLOCATE_QWEN, config_with
+from tests.helpers import expect_problem
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Basic ZGV2OmRldi1rZXk=", "Bearer", "dev-key"])
+async def test_missing_or_unknown_key_is_401(mock: MockHostedAI, session_for: type, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    async with session_for(mock.url, None) as anon, anon.get("/v1/pools", headers=headers) as resp:
+        await expect_problem(resp, 401, "unauthorized")
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_every_key_of_a_tenant_works(session_for: type) -> None:
+    config = config_with(tenants=lambda t: {**t, "dev": {**t["dev"], "api_keys": ["old-key", "new-key"]}})
+    async with MockHostedAI(config, clock="manual") as mock:
+        for key in ("old-key", "new-key"):
+            async with session_for(mock.url, key) as client, client.get("/v1/allocate") as resp:
+                assert resp.status == 200
+
+
+async def test_open_endpoints_need_no_key(anonymous: aiohttp.ClientSession) -> None:
+    for path in ("/health", "/metrics", "/openapi.yaml", "/openapi.json"):
+        async with anonymous.get(path) as resp:
+            assert resp.status == 200, path
+
+
+async def test_malformed_json_is_400(client: aiohttp.ClientSession) -> None:
+    for raw in (b"{bad", b"", b"   ", b'{"a": NaN}', b"\xff\xfe"):
+        async with client.post("/v1/allocate", data=raw, headers={"Content-Type": "application/json"}) as resp:
+            await expect_problem(resp, 400, "invalid_request")
+
+
+async def test_wrong_content_type_is_415(client: aiohttp.ClientSession) -> None:
+    async with client.post("/v1/allocate", data="pool_id=gpu-pool-1", headers={"Content-Type": "text/plain"}) as resp:
+        await expect_problem(resp, 415, "unsupported_media_type")
+
+
+async def test_a_huge_body_is_413(client: aiohttp.ClientSession) -> None:
+    body = {"allocation_id": "alloc_0000000000000000", "prompt": "x" * 2_000_000}
+    async with client.post("/v1/inference", json=body) as resp:
+        await expect_problem(resp, 413, "payload_too_large")
+
+
+async def test_a_huge_chunked_body_is_413(client: aiohttp.ClientSession) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(40):
+            yield b"x" * 65536
+
+    async with client.post("/v1/inference", data=chunks(), headers={"Content-Type": "application/json"}) as resp:
+        await expect_problem(resp, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"requirements": ALLOCATE_QWEN["requirements"]}, "/body"),
+        ({**ALLOCATE_QWEN, "pool_id": 7}, "/body/pool_id"),
+        (
+            {**ALLOCATE_QWEN, "requirements": {"tflops": -1, "vram_mb": 1, "model": "qwen-30b"}},
+            "/body/requirements/tflops",
+        ),
+        (
+            {**ALLOCATE_QWEN, "requirements": {"tflops": 1, "vram_mb": "lots", "model": "qwen-30b"}},
+            "/body/requirements/vram_mb",
+        ),
+        ({**ALLOCATE_QWEN, "priority": 10}, "/body/priority"),
+        ({**ALLOCATE_QWEN, "wait_seconds": 31}, "/body/wait_seconds"),
+        ({**ALLOCATE_QWEN, "labels": {"k": 1}}, "/body/labels/k"),
+        ({**ALLOCATE_QWEN, "vram_gb": 20}, "/body"),
+        ([ALLOCATE_QWEN], "/body"),
+    ],
+)
+async def test_wrong_types_and_missing_fields_are_422_with_paths(
+    client: aiohttp.ClientSession, body: object, path: str
+) -> None:
+    async with client.post("/v1/allocate", json=body) as resp:
+        problem = await expect_problem(resp, 422, "validation_failed")
+    assert path in [e["path"] for e in problem["errors"]]
+
+
+async def test_a_bad_idempotency_key_is_422(client: aiohttp.ClientSession) -> None:
+    async with client.post("/v1/allocate", json=ALLOCATE_QWEN, headers={"Idempotency-Key": "x" * 256}) as resp:
+        problem = await expect_problem(resp, 422, "validation_failed")
+    assert problem["errors"][0]["path"] == "/header/Idempotency-Key"
+
+
+async def test_lone_surrogates_are_4xx_not_500(client: aiohttp.ClientSession) -> None:
+    raw = b'{"pool_id": "\\ud800", "requirements": {"tflops": 1, "vram_mb": 1, "model": "m"}}'
+    async with client.post("/v1/allocate", data=raw, headers={"Content-Type": "application/json"}) as resp:
+        await expect_problem(resp, 400, "invalid_request")
+    # Non-ASCII bytes in a header (decoded with surrogate escapes when not UTF-8) fail validation.
+    async with client.post("/v1/allocate", json={}, headers={"Idempotency-Key": "café"}) as resp:
+        await expect_problem(resp, 422, "validation_failed")
+
+
+async def test_unknown_path_is_a_404_problem(client: aiohttp.ClientSession) -> None:
+    async with client.get("/v2/nothing") as resp:
+        await expect_problem(resp, 404, "not_found")
+
+
+async def test_unsupported_method_is_405_with_allow(client: aiohttp.ClientSession) -> None:
+    async with client.put("/v1/allocate") as resp:
+        await expect_problem(resp, 405, "method_not_allowed")
+        assert set(resp.headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+async def test_request_id_is_echoed_or_generated(client: aiohttp.ClientSession) -> None:
+    async with client.get("/v1/pools", headers={"X-Request-Id": "trace-123"}) as resp:
+        assert resp.headers["X-Request-Id"] == "trace-123"
+    async with client.get("/v1/pools", headers={"X-Request-Id": "bad id with spaces"}) as resp:
+        assert resp.headers["X-Request-Id"].startswith("req_")
+    async with client.get("/v1/nothing") as resp:
+        generated = resp.headers["X-Request-Id"]
+        assert generated.startswith("req_")
+        assert (await resp.json(content_type=None))["request_id"] == generated

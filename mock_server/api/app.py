@@ -63,8 +63,8 @@ def response_violations(operation: Operation, response: web.StreamResponse) -> l
     if spec is None:
         return [f"status {response.status} is not documented for {operation.operation_id}"]
     found: list[str] = []
-    media_type = response.content_type if response.body_length or spec.media_types else None
     if spec.media_types:
+        media_type = response.content_type
         if media_type not in spec.media_types:
             found.append(f"media type {media_type} is not one of {sorted(spec.media_types)}")
         else:

@@ -205,6 +205,9 @@ async def _stream_inference(
             return response
         await response.write(_event("done", done))
         await response.write_eof()
+    except ConnectionResetError:
+        # The client went away mid-stream: nothing left to tell it; the finally clause settles the books.
+        pass
     finally:
         state.sim.finish_inference(plan, delivered)
         _observe(state, plan, delivered)

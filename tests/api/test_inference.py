@@ -204,3 +204,22 @@ async def test_a_stream_cut_by_release_ends_with_an_error_event(slow_mock: MockH
     assert [name for name, _ in rest] == ["error"]
     error = rest[0][1]
     assert (error["code"], error["status"], error["state"]) == ("allocation_not_active", 409, "released")
+
+
+async def test_a_client_leaving_mid_stream_settles_the_inference(slow_mock: MockHostedAI, session_for: type) -> None:
+    async with session_for(slow_mock.url, slow_mock.api_key) as client:
+        alloc = await allocate(client, SMALL_QWEN)
+        request = {"allocation_id": alloc["allocation_id"], "prompt": "hi", "max_tokens": 5, "stream": True}
+        resp = await client.post("/v1/inference", json=request)
+        first = await asyncio.wait_for(anext(_events(resp)), timeout=30)
+        assert first[0] == "token"
+        resp.close()  # hang up while the server waits 100 simulated seconds for the next token
+        async with client.delete(f"/v1/allocate/{alloc['allocation_id']}") as released:
+            assert released.status == 204
+    record = slow_mock.sim.allocations[alloc["allocation_id"]]
+    for _ in range(10_000):
+        if record.inflight == 0:
+            break
+        await asyncio.sleep(0)
+    assert record.inflight == 0
+    assert record.completion_tokens == 1  # the token delivered before the client left is billed

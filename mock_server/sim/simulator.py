@@ -142,7 +142,7 @@ class Simulator:
         for pc in self.config.pools:
             gpus = [
                 Gpu(
-                    gpu_id=f"{pc.id}/gpu-{i}",
+                    gpu_id=f"{pc.id}-gpu-{i}",
                     pool_id=pc.id,
                     index=i,
                     tflops=pc.tflops_per_gpu,

@@ -22,7 +22,7 @@ async def test_allocate_answers_201_with_location_and_the_allocation(client: aio
     assert body["tenant_id"] == "dev"
     assert body["pool_id"] == "gpu-pool-1"
     assert (body["model"], body["tflops"], body["vram_mb"]) == ("qwen-30b", 30, 20480)
-    assert body["gpu_id"].startswith("gpu-pool-1/gpu-")
+    assert body["gpu_id"].startswith("gpu-pool-1-gpu-")
     assert (body["ended_at"], body["end_reason"], body["expires_at"]) == (None, None, None)
 
 

@@ -51,7 +51,7 @@ def test_expiry_gives_the_capacity_back(make_sim: SimFactory, clock: ManualClock
     assert stats.tflops_allocated == 25.0
     assert stats.vram_mb_allocated == 100
     assert stats.allocations_active == 1
-    assert sim.gpus["p/gpu-0"].allocations.keys() == {keeper.allocation_id}
+    assert sim.gpus["p-gpu-0"].allocations.keys() == {keeper.allocation_id}
 
 
 def test_allocation_without_ttl_never_expires(make_sim: SimFactory, clock: ManualClock) -> None:

@@ -52,7 +52,7 @@ def test_best_fit_packs_onto_the_fullest_gpu_that_fits(make_sim: SimFactory) -> 
     last = allocate(sim, 10, 100)
     assert gpu_index(last) == 1
     assert sim.gpus[last.gpu_id].vram_mb_allocated == 1000
-    assert sim.gpus["p/gpu-2"].allocations == {}
+    assert sim.gpus["p-gpu-2"].allocations == {}
 
 
 def test_best_fit_breaks_vram_ties_by_least_compute_left(make_sim: SimFactory) -> None:
@@ -71,8 +71,8 @@ def test_first_fit_takes_the_lowest_index_gpu_that_fits(make_sim: SimFactory) ->
     assert gpu_index(allocate(sim, 10, 300)) == 0
     assert gpu_index(allocate(sim, 10, 400)) == 1  # gpu-0 holds 800: no room for 400
     assert gpu_index(allocate(sim, 10, 200)) == 0  # gpu-0 fills up to exactly 1000
-    assert sim.gpus["p/gpu-0"].vram_mb_allocated == 1000
-    assert sim.gpus["p/gpu-2"].allocations == {}
+    assert sim.gpus["p-gpu-0"].vram_mb_allocated == 1000
+    assert sim.gpus["p-gpu-2"].allocations == {}
 
 
 def test_spread_places_on_the_emptiest_gpu(make_sim: SimFactory) -> None:
@@ -125,7 +125,7 @@ def test_overcommitted_compute_fits_up_to_exactly_tflops_times_ratio(make_sim: S
     sim = make_sim([pool])
     allocate(sim, 1000, 100, overcommit=True)
     allocate(sim, 978, 100, overcommit=True)
-    gpu = sim.gpus["p/gpu-0"]
+    gpu = sim.gpus["p-gpu-0"]
     assert gpu.tflops_allocated == 1978.0
     with pytest.raises(CapacityExhausted):
         allocate(sim, 1e-6, 100, overcommit=True)
@@ -150,8 +150,8 @@ def test_non_overcommitted_request_fits_only_within_physical_tflops(make_sim: Si
     with pytest.raises(CapacityExhausted):
         allocate(sim, 40.000001, 100, overcommit=False)
     guaranteed = allocate(sim, 40, 100, overcommit=False)  # 60 + 40 = exactly the physical 100
-    assert guaranteed.gpu_id == "p/gpu-0"
-    assert sim.gpus["p/gpu-0"].tflops_allocated == 100.0
+    assert guaranteed.gpu_id == "p-gpu-0"
+    assert sim.gpus["p-gpu-0"].tflops_allocated == 100.0
 
 
 def test_non_overcommitted_request_is_refused_on_an_overcommitted_gpu(make_sim: SimFactory) -> None:
@@ -161,7 +161,7 @@ def test_non_overcommitted_request_is_refused_on_an_overcommitted_gpu(make_sim: 
         allocate(sim, 1, 100, overcommit=False, priority=9)
     # The same demand with overcommit fits: the GPU has 80 TFLOPS of overcommit room left.
     allocate(sim, 1, 100, overcommit=True, priority=9)
-    assert sim.gpus["p/gpu-0"].tflops_allocated == 121.0
+    assert sim.gpus["p-gpu-0"].tflops_allocated == 121.0
 
 
 def test_non_overcommitted_request_above_physical_tflops_is_unsatisfiable(make_sim: SimFactory) -> None:

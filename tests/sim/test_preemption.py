@@ -51,7 +51,7 @@ def test_higher_priority_request_preempts_the_lowest_priority_overcommitted_allo
     assert victim.preempted_by == new.allocation_id
     assert victim.ended_at == 10.0
     assert state_of(sim, middle) is AllocationState.ACTIVE
-    gpu = sim.gpus["p/gpu-0"]
+    gpu = sim.gpus["p-gpu-0"]
     assert set(gpu.allocations) == {middle.allocation_id, new.allocation_id}
     assert gpu.tflops_allocated == 200.0
 
@@ -69,7 +69,7 @@ def test_preemption_evicts_as_many_lowest_priority_victims_as_needed(make_sim: S
         assert ended.state is AllocationState.PREEMPTED
         assert ended.preempted_by == result.allocation.allocation_id
     assert state_of(sim, keeper) is AllocationState.ACTIVE
-    assert sim.gpus["p/gpu-0"].tflops_allocated == 200.0
+    assert sim.gpus["p-gpu-0"].tflops_allocated == 200.0
 
 
 def test_preemption_takes_the_youngest_among_equal_priorities(make_sim: SimFactory) -> None:
@@ -85,11 +85,11 @@ def test_preemption_prefers_the_gpu_needing_the_fewest_victims(make_sim: SimFact
     sim = make_sim([{"gpus": 2, "tflops_per_gpu": 100.0, "overcommit_ratio": 2.0, "vram_mb_per_gpu": 1000}])
     small = [place(sim, 50, priority=1) for _ in range(4)]  # best fit packs these onto gpu-0
     big = place(sim, 200, priority=1)
-    assert {a.gpu_id for a in small} == {"p/gpu-0"}
-    assert big.gpu_id == "p/gpu-1"
+    assert {a.gpu_id for a in small} == {"p-gpu-0"}
+    assert big.gpu_id == "p-gpu-1"
     result = request(sim, 150, priority=5)
     assert result.preempted == (big.allocation_id,)
-    assert result.allocation.gpu_id == "p/gpu-1"
+    assert result.allocation.gpu_id == "p-gpu-1"
     assert all(state_of(sim, a) is AllocationState.ACTIVE for a in small)
 
 
@@ -109,7 +109,7 @@ def test_equal_or_higher_priority_allocations_are_never_preempted(make_sim: SimF
     with pytest.raises(CapacityExhausted):
         request(sim, 100, priority=5)
     assert all(state_of(sim, a) is AllocationState.ACTIVE for a in held)
-    assert sim.gpus["p/gpu-0"].tflops_allocated == 200.0
+    assert sim.gpus["p-gpu-0"].tflops_allocated == 200.0
 
 
 def test_non_overcommitted_allocations_are_never_preempted(make_sim: SimFactory) -> None:
@@ -143,7 +143,7 @@ def test_preemption_disabled_in_the_pool_means_capacity_exhausted(make_sim: SimF
     with pytest.raises(CapacityExhausted):
         request(sim, 100, priority=9)
     assert state_of(sim, low) is AllocationState.ACTIVE
-    assert sim.gpus["p/gpu-0"].allocations.keys() == {low.allocation_id}
+    assert sim.gpus["p-gpu-0"].allocations.keys() == {low.allocation_id}
 
 
 def test_preemption_gives_the_victims_quota_back(make_sim: SimFactory) -> None:

@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-scale", type=float, help="real seconds per simulated second (default 1.0)")
     parser.add_argument("--clock", choices=["real", "manual"], help="real (scaled) time or a manual clock")
     parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="apply a named fault scenario at start (repeatable; see docs/faults.md)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", default=None, help="validate every response too; a violation is a 500"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -40,14 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> MockConfig:
     config = load_config(args.config)
-    return config.with_overrides(
+    config = config.with_overrides(
         server={"host": args.host, "port": args.port, "strict": args.strict},
         simulation={"seed": args.seed, "time_scale": args.time_scale, "clock": args.clock},
     )
+    if args.scenario:
+        config = config.model_copy(update={"scenarios": [*config.scenarios, *args.scenario]})
+    return config
 
 
-async def serve(config: MockConfig) -> None:
-    app = create_app(config)
+async def serve(app: web.Application, config: MockConfig) -> None:
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
@@ -74,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = resolve_config(args)
+        app = create_app(config)
     except ConfigError as exc:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(app, config))
     except OSError as exc:
         print(
             f"hostedai-mock: error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",

@@ -48,6 +48,10 @@ class SimulationConfig(_Strict):
     idempotency_ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
     # Seconds a client is told to wait (Retry-After) when capacity is exhausted.
     capacity_retry_after_s: Annotated[int, Field(ge=0)] = 5
+    # Requests the journal keeps (a ring buffer: the oldest go first).
+    journal_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    # Leak report: an allocation active longer than this (simulated seconds) counts as leaked.
+    leak_grace_s: Annotated[float, Field(ge=0)] = 0.0
 
 
 class PoolConfig(_Strict):
@@ -122,6 +126,10 @@ class MockConfig(_Strict):
     pools: Annotated[list[PoolConfig], Field(min_length=1)]
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
     tenants: Annotated[dict[str, TenantConfig], Field(min_length=1)]
+    # Fault rules in the admin contract's FaultRuleInput shape (validated against it at start-up),
+    # and named scenarios applied at start-up and on every reset.
+    faults: list[dict[str, Any]] = []
+    scenarios: list[str] = []
 
     @model_validator(mode="after")
     def _cross_references(self) -> MockConfig:

@@ -16,15 +16,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 
-from mock_server.api.contract import Contract, Operation
+from mock_server.api import faults
+from mock_server.api.admin import ADMIN_HANDLERS
+from mock_server.api.contract import ADMIN_CONTRACT, Contract, Operation
+from mock_server.api.faults import INJECTED
 from mock_server.api.handlers import HANDLERS, Handler
 from mock_server.api.inputs import read_call
+from mock_server.api.journal import Journal, Outcome, operation_name
 from mock_server.api.metrics import ServerMetrics
 from mock_server.api.problems import ApiError, render
-from mock_server.api.state import REQUEST_ID, RESPONSE_DATA, STATE, ServerState, Waiters
-from mock_server.config import MockConfig, default_config
+from mock_server.api.state import OUTCOME, REQUEST_ID, RESPONSE_DATA, STATE, ServerState, Waiters
+from mock_server.config import ConfigError, MockConfig, default_config
 from mock_server.sim.clock import MANUAL_EPOCH, Clock, ManualClock, ScaledClock
 from mock_server.sim.errors import SimError
+from mock_server.sim.faults import OPERATIONS
+from mock_server.sim.scenarios import SCENARIOS
 from mock_server.sim.simulator import Simulator
 from mock_server.sim.textgen import stable_seed
 
@@ -82,8 +88,10 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
     state = request.app[STATE]
     request_id = state.request_id(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = request_id
+    outcome = request[OUTCOME] = Outcome()
     route_name = request.match_info.route.name
-    operation = state.contract.operations.get(route_name) if route_name else None
+    operation = state.operations.get(route_name) if route_name else None
+    arrived_at = state.clock.now()
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -100,31 +108,77 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         response = render(ApiError("internal_error", "The server failed to handle the request."), request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
-        if state.strict and operation is not None:
-            violations = response_violations(operation, response)
-            if violations:
-                detail = "; ".join(violations)
-                strict_log.error(
-                    "STRICT MODE: %s answered %s against the contract: %s", route_name, response.status, detail
-                )
-                response = render(
-                    ApiError("internal_error", f"Strict mode: the response violated the contract: {detail}"), request_id
-                )
-                response.headers["X-Request-Id"] = request_id
+        if state.strict and operation is not None and not response.get(INJECTED):
+            response = _enforce_contract(operation, response, request_id)
+    elapsed = time.perf_counter() - started
     label = operation.operation_id if operation is not None else "unmatched"
-    state.metrics.count_request(label, response.status, time.perf_counter() - started)
+    state.metrics.count_request(label, response.status, elapsed)
+    name = operation_name(operation.operation_id if operation is not None else None)
+    if name != "admin":
+        state.journal.record(
+            request_id=request_id,
+            operation=name,
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            outcome=outcome,
+            at=arrived_at,
+            duration_ms=elapsed * 1000,
+        )
     return response
 
 
+def _enforce_contract(operation: Operation, response: web.StreamResponse, request_id: str) -> web.StreamResponse:
+    """Strict mode: a response that departs from the contract becomes a loud 500."""
+    violations = response_violations(operation, response)
+    if not violations:
+        return response
+    detail = "; ".join(violations)
+    strict_log.error(
+        "STRICT MODE: %s answered %s against the contract: %s", operation.operation_id, response.status, detail
+    )
+    error = render(ApiError("internal_error", f"Strict mode: the response violated the contract: {detail}"), request_id)
+    error.headers["X-Request-Id"] = request_id
+    return error
+
+
 def _endpoint(
-    operation: Operation, handler: Handler, max_bytes: int
+    operation: Operation, handler: Handler, config: MockConfig
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The aiohttp handler of one operation: read and validate the call, then hand it over."""
+    """The aiohttp handler of one operation: read and validate the call, let fault rules act, hand over."""
+    name = operation_name(operation.operation_id)
+    faultable = name in OPERATIONS
+    max_bytes, admin_token = config.server.max_body_bytes, config.server.admin_token
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
-        call = await read_call(request, operation, state.sim, request[REQUEST_ID], max_bytes)
-        return await handler(request, call)
+        outcome = request[OUTCOME]
+        call = await read_call(request, operation, state.sim, request[REQUEST_ID], max_bytes, admin_token)
+        if not faultable:
+            return await handler(request, call)
+        outcome.tenant_id = call.tenant_id
+        outcome.idempotency_key = call.headers.get("Idempotency-Key")
+        pool_id, model, alloc = faults.target(state, name, call)
+        outcome.allocation_id = alloc.allocation_id if alloc is not None else None
+        sim, now = state.sim, state.clock.now()
+        decision = sim.faults.decide(
+            operation=name, phase="before", now=now, tenant_id=call.tenant_id, pool_id=pool_id, model=model
+        )
+        if decision is not None:
+            outcome.fault = decision
+            instead = await faults.before(request, state, decision, outcome, alloc)
+            if instead is not None:
+                return instead
+        response = await handler(request, call)
+        if name == "allocate" and response.status == 201:
+            outcome.allocation_id = response[RESPONSE_DATA]["allocation_id"]  # type: ignore[index]
+        late = sim.faults.decide(
+            operation=name, phase="after", now=now, tenant_id=call.tenant_id, pool_id=pool_id, model=model
+        )
+        if late is not None:
+            outcome.fault = late
+            response = await faults.after(request, state, late, outcome, alloc, response)
+        return await faults.shape_answer(request, outcome.fault, response)
 
     endpoint.__name__ = handler.__name__
     return endpoint
@@ -152,27 +206,50 @@ async def _lease_ticker(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
 
 
+def validate_control_plane_config(config: MockConfig, admin: Contract) -> None:
+    """Fault rules and scenarios of a config file, checked like the admin API checks them."""
+    schema = admin.schema("FaultRuleInput")
+    for i, rule in enumerate(config.faults):
+        problems = schema.violations(rule, "")
+        if problems:
+            where = problems[0].path.lstrip("/").replace("/", ".")
+            raise ConfigError(f"config key faults[{i}]{'.' + where if where else ''}: {problems[0].message}")
+    for name in config.scenarios:
+        if name not in SCENARIOS:
+            raise ConfigError(f"config key scenarios: no scenario {name!r} (known: {', '.join(SCENARIOS)})")
+
+
 def create_app(
     config: MockConfig | None = None, *, clock: Clock | None = None, contract: Contract | None = None
 ) -> web.Application:
+    """The mock's aiohttp app. Raises ConfigError for fault rules or scenarios the config gets wrong."""
     config = config or default_config()
-    clock = clock or make_clock(config)
     contract = contract or Contract.load()
+    admin = Contract.load(ADMIN_CONTRACT)
+    validate_control_plane_config(config, admin)
     check_routes(contract, HANDLERS)
+    check_routes(admin, ADMIN_HANDLERS)
+    clock = clock or make_clock(config)
     sim = Simulator(config, clock)
-    max_bytes = config.server.max_body_bytes
-    app = web.Application(middlewares=[request_middleware], client_max_size=max_bytes)
+    app = web.Application(middlewares=[request_middleware], client_max_size=config.server.max_body_bytes)
+    routes = [(op, HANDLERS[op.operation_id]) for op in contract.operations.values()]
+    if config.server.admin_token is not None:
+        # Without a token there is no control plane at all: its paths are 404s.
+        routes += [(op, ADMIN_HANDLERS[op.operation_id]) for op in admin.operations.values()]
     app[STATE] = ServerState(
         config=config,
         clock=clock,
         sim=sim,
         contract=contract,
+        operations={op.operation_id: op for op, _ in routes},
         metrics=ServerMetrics(sim),
         waiters=Waiters(sim),
-        _ids=random.Random(stable_seed("request-ids", config.simulation.seed)),
+        journal=Journal(config.simulation.journal_size),
+        _ids=random.Random(stable_seed("request-ids", sim.seed)),
     )
-    for operation in contract.operations.values():
-        handler = _endpoint(operation, HANDLERS[operation.operation_id], max_bytes)
-        app.router.add_route(operation.method, operation.path, handler, name=operation.operation_id)
+    for operation, handler in routes:
+        app.router.add_route(
+            operation.method, operation.path, _endpoint(operation, handler, config), name=operation.operation_id
+        )
     app.cleanup_ctx.append(_lease_ticker)
     return app

@@ -22,6 +22,7 @@ import yaml
 _PACKAGED = Path(__file__).resolve().parents[1] / "_contracts"
 CONTRACTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "contracts"
 HOSTEDAI_CONTRACT = CONTRACTS_DIR / "hostedai.v1.yaml"
+ADMIN_CONTRACT = CONTRACTS_DIR / "admin.v1.yaml"
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
@@ -99,7 +100,8 @@ class Operation:
     operation_id: str
     method: str
     path: str
-    secured: bool
+    security_scheme: str | None
+    """The name of the security scheme the operation needs, or None when it is open."""
     parameters: list[Parameter]
     body: CompiledSchema | None
     body_required: bool
@@ -134,7 +136,9 @@ class Contract:
                     operation_id=op["operationId"],
                     method=method.upper(),
                     path=path,
-                    secured=bool(op.get("security", default_security)),
+                    security_scheme=next(
+                        (name for requirement in op.get("security", default_security) for name in requirement), None
+                    ),
                     parameters=[self._parameter(p) for p in params.values()],
                     body=self.compile(body_schema) if body_schema is not None else None,
                     body_required=bool(body and body.get("required")),

@@ -3,6 +3,7 @@ parse and validate parameters and body against the contract. Anything wrong rais
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,13 @@ def authenticate(request: web.Request, sim: Simulator) -> str:
             headers={"WWW-Authenticate": 'Bearer realm="hostedai"'},
         )
     return tenant
+
+
+def check_admin_token(request: web.Request, token: str | None) -> None:
+    sent = request.headers.get("X-Admin-Token")
+    if token is None or sent is None or not hmac.compare_digest(sent.encode(), token.encode()):
+        reason = "Missing X-Admin-Token." if sent is None else "Wrong X-Admin-Token."
+        raise ApiError("unauthorized", reason)
 
 
 def _parameters(request: web.Request, operation: Operation) -> tuple[dict[str, dict[str, Any]], list[Violation]]:
@@ -78,6 +86,8 @@ async def _body(request: web.Request, operation: Operation, max_bytes: int) -> t
     assert operation.body is not None
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"The body exceeds {max_bytes} bytes.")
+    if not operation.body_required and not request.body_exists:
+        return None, []
     if request.content_type != "application/json":
         given = request.headers.get("Content-Type", "none")
         raise ApiError("unsupported_media_type", f"Send Content-Type: application/json (got {given}).")
@@ -96,15 +106,22 @@ async def _body(request: web.Request, operation: Operation, max_bytes: int) -> t
 
 
 async def read_call(
-    request: web.Request, operation: Operation, sim: Simulator, request_id: str, max_bytes: int
+    request: web.Request,
+    operation: Operation,
+    sim: Simulator,
+    request_id: str,
+    max_bytes: int,
+    admin_token: str | None,
 ) -> Call:
     tenant = ""
-    if operation.secured:
+    if operation.security_scheme == "bearerAuth":
         tenant = authenticate(request, sim)
         try:
             sim.take_rate_token(tenant)
         except SimError as exc:
             raise ApiError.from_sim(exc) from None
+    elif operation.security_scheme == "adminToken":
+        check_admin_token(request, admin_token)
     values, problems = _parameters(request, operation)
     body: Any = None
     if operation.body is not None:

@@ -7,6 +7,7 @@ calls `render`. The status of each problem code is written here once.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -35,6 +36,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "capacity_exhausted": (503, "Capacity exhausted"),
     "unavailable": (503, "Service unavailable"),
     "gateway_timeout": (504, "Gateway timeout"),
+    # The control plane's own.
+    "clock_not_manual": (409, "Clock not manual"),
 }
 
 
@@ -46,20 +49,26 @@ class ApiError(Exception):
         code: str,
         detail: str,
         *,
+        status: int | None = None,
         extra: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`status` overrides the code's usual status: injected faults may pair any status and code."""
         super().__init__(detail)
-        if code not in PROBLEMS:
+        if code not in PROBLEMS and status is None:
             raise ValueError(f"unknown problem code {code!r}")
         self.code = code
         self.detail = detail
+        self.status = status if status is not None else PROBLEMS[code][0]
         self.extra = dict(extra or {})
         self.headers = dict(headers or {})
 
     @property
-    def status(self) -> int:
-        return PROBLEMS[self.code][0]
+    def title(self) -> str:
+        known = PROBLEMS.get(self.code)
+        if known is not None and known[0] == self.status:
+            return known[1]
+        return HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else "Error"
 
     @classmethod
     def from_sim(cls, error: SimError) -> ApiError:
@@ -79,11 +88,10 @@ def retry_later(code: str, detail: str, retry_after: int) -> ApiError:
 
 
 def problem_body(error: ApiError, request_id: str) -> dict[str, Any]:
-    status, title = PROBLEMS[error.code]
     return {
         "type": f"https://errors.hosted.ai/{error.code}",
-        "title": title,
-        "status": status,
+        "title": error.title,
+        "status": error.status,
         "code": error.code,
         "detail": error.detail,
         "request_id": request_id,

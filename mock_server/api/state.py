@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from mock_server.api.contract import Contract
+from mock_server.api.contract import Contract, Operation
+from mock_server.api.journal import Journal, Outcome
 from mock_server.api.metrics import ServerMetrics
 from mock_server.config import MockConfig
 from mock_server.sim.clock import Clock
 from mock_server.sim.model import Allocation
 from mock_server.sim.simulator import Simulator
+from mock_server.sim.textgen import stable_seed
 
 _CLIENT_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
@@ -66,9 +68,15 @@ class ServerState:
     clock: Clock
     sim: Simulator
     contract: Contract
+    operations: dict[str, Operation]
+    """Every routed operation of both contracts, by operationId."""
     metrics: ServerMetrics
     waiters: Waiters
+    journal: Journal
     _ids: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def reseed_request_ids(self) -> None:
+        self._ids = random.Random(stable_seed("request-ids", self.sim.seed))
 
     @property
     def strict(self) -> bool:
@@ -82,5 +90,6 @@ class ServerState:
 
 STATE = web.AppKey("state", ServerState)
 REQUEST_ID = web.RequestKey("request_id", str)
+OUTCOME = web.RequestKey("outcome", Outcome)
 # The body a handler sent, kept so strict mode can validate it without parsing it back.
 RESPONSE_DATA = web.ResponseKey("data", object)

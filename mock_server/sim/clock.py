@@ -27,6 +27,10 @@ class Clock(Protocol):
 
     def real_seconds(self, sim_seconds: float) -> float: ...
 
+    def restart(self) -> None:
+        """Back to simulated t=0."""
+        ...
+
 
 class ScaledClock:
     """Real time, scaled: one simulated second lasts `time_scale` real seconds."""
@@ -44,6 +48,9 @@ class ScaledClock:
     def now(self) -> float:
         return (self._monotonic() - self._start) / self.time_scale
 
+    def restart(self) -> None:
+        self._start = self._monotonic()
+
     def real_seconds(self, sim_seconds: float) -> float:
         return max(0.0, sim_seconds) * self.time_scale
 
@@ -59,6 +66,9 @@ class ManualClock:
 
     def now(self) -> float:
         return self._now
+
+    def restart(self) -> None:
+        self._now = 0.0
 
     def advance(self, seconds: float) -> float:
         if seconds < 0:

@@ -78,6 +78,12 @@ class Ledger:
             )
         return out
 
+    def all(self, tenant_id: str | None = None) -> list[Allocation]:
+        """Every allocation ever made (by one tenant, or by all), in creation order per tenant."""
+        if tenant_id is not None:
+            return list(self._by_tenant.get(tenant_id, ()))
+        return [a for allocations in self._by_tenant.values() for a in allocations]
+
     def forget(self) -> None:
         self._by_tenant.clear()
 

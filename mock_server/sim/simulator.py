@@ -30,9 +30,11 @@ from mock_server.sim.errors import (
     QuotaExceeded,
     RateLimited,
 )
+from mock_server.sim.faults import FaultEngine, FaultRule
 from mock_server.sim.ledger import Ledger, UsageRecord, UsageTotals, totals
 from mock_server.sim.model import END_STATE, Allocation, AllocationState, EndReason, Gpu, Pool
 from mock_server.sim.ratelimit import TokenBucket
+from mock_server.sim.scenarios import scenario_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,16 @@ class Simulator:
         self._idempotency_order: deque[tuple[str, str]] = deque()
         self.ledger = Ledger()
         self._seq = 0
+        self.clock.restart()
+        self.faults = FaultEngine(rng=random.Random(textgen.stable_seed("faults", self.seed)))
+        for spec in self.config.faults:
+            self.faults.add(spec, source="config")
+        for name in self.config.scenarios:
+            self.apply_scenario(name)
+
+    def apply_scenario(self, name: str) -> list[FaultRule]:
+        """Add a named scenario's rules, their windows starting now."""
+        return [self.faults.add(spec, source=f"scenario:{name}") for spec in scenario_rules(name, self.clock.now())]
 
     def tick(self) -> None:
         """Let simulated time catch up: expire idle leases, forget what is past retention."""
@@ -392,6 +404,46 @@ class Simulator:
             listener(alloc)
         for freed in self.on_capacity_freed:
             freed(alloc.pool_id)
+
+    # ---- failures ----------------------------------------------------------------------------------
+
+    def gpu(self, gpu_id: str) -> Gpu:
+        gpu = self.gpus.get(gpu_id)
+        if gpu is None:
+            raise NotFound(f"No GPU {gpu_id}.")
+        return gpu
+
+    def fail_gpu(self, gpu_id: str) -> list[str]:
+        """An Xid error: the GPU takes no more work, and every allocation on it ends `failed`
+        (their running inferences fail). Returns the ids of the allocations that failed."""
+        gpu = self.gpu(gpu_id)
+        self.tick()
+        gpu.healthy = False
+        victims = sorted(gpu.allocations.values(), key=lambda a: a.seq)
+        for alloc in victims:
+            self._end(alloc, EndReason.GPU_FAILURE)
+        return [a.allocation_id for a in victims]
+
+    def recover_gpu(self, gpu_id: str) -> Gpu:
+        gpu = self.gpu(gpu_id)
+        gpu.healthy = True
+        for freed in self.on_capacity_freed:
+            freed(gpu.pool_id)
+        return gpu
+
+    def leaks(self, grace_s: float, tenant_id: str | None = None) -> list[tuple[Allocation, str]]:
+        """Allocations a client forgot: still active past `grace_s`, or ended by their lease running
+        out instead of by a release; oldest first."""
+        self.tick()
+        now = self.clock.now()
+        found: list[tuple[Allocation, str]] = []
+        for alloc in self.ledger.all(tenant_id):
+            if alloc.active and now - alloc.created_at > grace_s:
+                found.append((alloc, "still_active"))
+            elif alloc.end_reason is EndReason.EXPIRED:
+                found.append((alloc, "expired_unreleased"))
+        found.sort(key=lambda pair: pair[0].seq)
+        return found
 
     # ---- inference ---------------------------------------------------------------------------------
 

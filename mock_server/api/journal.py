@@ -1,0 +1,119 @@
+"""The request journal: every public request and its outcome, in a bounded ring buffer.
+
+What a test reads to check "the client retried exactly 3 times" or "the client never called release".
+Entries are deterministic given the seed and the request sequence, except `duration_ms` (wall clock).
+Control-plane requests (`/_admin`) are not recorded: observing the mock should not change what it saw.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from mock_server.sim.faults import Decision
+
+# operationId -> the operation name of journal entries and fault rules.
+OPERATION_NAMES = {
+    "createAllocation": "allocate",
+    "listAllocations": "list",
+    "getAllocation": "status",
+    "releaseAllocation": "release",
+    "createInference": "inference",
+    "listPools": "pools",
+    "getPool": "pools",
+    "listModels": "models",
+    "getUsage": "usage",
+    "getHealth": "health",
+    "getMetrics": "metrics",
+    "getOpenApiYaml": "openapi",
+    "getOpenApiJson": "openapi",
+}
+
+
+def operation_name(operation_id: str | None) -> str:
+    if operation_id is None:
+        return "unmatched"
+    return OPERATION_NAMES.get(operation_id, "admin" if operation_id.startswith("admin") else operation_id)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the request handling learnt, for the journal: filled in as the request goes."""
+
+    tenant_id: str | None = None
+    allocation_id: str | None = None
+    idempotency_key: str | None = None
+    fault: Decision | None = None
+    status_sent: bool = True
+    """False when a fault cut the connection before any status line (reset, empty, hang)."""
+
+
+class Journal:
+    def __init__(self, size: int) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def record(
+        self,
+        *,
+        request_id: str,
+        operation: str,
+        method: str,
+        path: str,
+        status: int | None,
+        outcome: Outcome,
+        at: float,
+        duration_ms: float,
+    ) -> None:
+        self._seq += 1
+        fault = outcome.fault
+        self._entries.append(
+            {
+                "seq": self._seq,
+                "request_id": request_id,
+                "operation": operation,
+                "method": method,
+                "path": path,
+                "tenant_id": outcome.tenant_id,
+                "status": status if outcome.status_sent else None,
+                "fault_id": fault.rule.id if fault is not None else None,
+                "fault_action": fault.kind if fault is not None else None,
+                "allocation_id": outcome.allocation_id,
+                "idempotency_key": outcome.idempotency_key,
+                "at": round(at, 6),
+                "duration_ms": round(duration_ms, 3),
+            }
+        )
+
+    def query(
+        self,
+        *,
+        operation: str | None = None,
+        status: int | None = None,
+        tenant_id: str | None = None,
+        allocation_id: str | None = None,
+        since_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        found = [
+            e
+            for e in self._entries
+            if e["seq"] > since_seq
+            and (operation is None or e["operation"] == operation)
+            and (status is None or e["status"] == status)
+            and (tenant_id is None or e["tenant_id"] == tenant_id)
+            and (allocation_id is None or e["allocation_id"] == allocation_id)
+        ]
+        return found[:limit] if limit is not None else found
+
+    def clear(self) -> None:
+        """Forget the entries; sequence numbers keep counting, so a mark taken earlier stays valid."""
+        self._entries.clear()
+
+    def restart(self) -> None:
+        self._entries.clear()
+        self._seq = 0

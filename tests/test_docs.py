@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
+from mock_server import MockHostedAI
+from mock_server.api.app import create_app
 from mock_server.config import parse_config
+from tests.conftest import config_with
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +46,50 @@ def test_config_examples_in_the_simulation_doc_are_valid(monkeypatch: pytest.Mon
     assert blocks
     for block in blocks:
         parse_config(yaml.safe_load(block), "docs/simulation.md")
+
+
+def _curl_commands(path: Path) -> list[list[str]]:
+    commands = []
+    for block in _blocks(path, "sh"):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.strip().startswith("curl "):
+                commands.append(shlex.split(command))
+    return commands
+
+
+def _parse_curl(argv: list[str]) -> tuple[str, str, dict[str, str], str | None]:
+    method, headers, body, url = "GET", {}, None, ""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-X":
+            method = next(args)
+        elif arg == "-H":
+            name, _, value = next(args).partition(": ")
+            headers[name] = value
+        elif arg == "-d":
+            body = next(args)
+        elif arg.startswith("http"):
+            url = arg
+        else:
+            assert arg == "-s", f"unexpected curl argument {arg}"
+    return method, url, headers, body
+
+
+async def test_every_curl_example_of_the_fault_catalogue_works() -> None:
+    commands = _curl_commands(ROOT / "docs" / "faults.md")
+    assert len(commands) >= 15
+    async with MockHostedAI(clock="manual") as mock, aiohttp.ClientSession() as http:
+        for argv in commands:
+            method, url, headers, body = _parse_curl(argv)
+            url = url.replace("http://127.0.0.1:8000", mock.url)
+            async with http.request(method, url, headers=headers, data=body) as resp:
+                assert resp.status in (200, 201), f"{' '.join(argv)} -> {resp.status} {await resp.text()}"
+
+
+def test_every_yaml_example_of_the_fault_catalogue_is_a_valid_config_fragment() -> None:
+    blocks = _blocks(ROOT / "docs" / "faults.md", "yaml")
+    assert len(blocks) >= 6
+    for block in blocks:
+        fragment = yaml.safe_load(block)
+        assert set(fragment) <= {"faults", "scenarios"}
+        create_app(config_with(**{key: value for key, value in fragment.items()}))

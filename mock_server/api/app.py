@@ -108,7 +108,9 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         response = render(ApiError("internal_error", "The server failed to handle the request."), request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
-        if state.strict and operation is not None and not response.get(INJECTED):
+        injected = response.get(INJECTED) or (outcome.fault is not None and outcome.fault.spoils_answer)
+        if state.strict and operation is not None and not injected:
+            # An injected answer breaks the contract on purpose when its rule says so (a 529, a bad body).
             response = _enforce_contract(operation, response, request_id)
     elapsed = time.perf_counter() - started
     label = operation.operation_id if operation is not None else "unmatched"
@@ -159,7 +161,10 @@ def _endpoint(
         outcome.tenant_id = call.tenant_id
         outcome.idempotency_key = call.headers.get("Idempotency-Key")
         pool_id, model, alloc = faults.target(state, name, call)
-        outcome.allocation_id = alloc.allocation_id if alloc is not None else None
+        # The allocation the client asked about, found or not: "did it ever call release on X?"
+        outcome.allocation_id = call.path.get("allocation_id") or (
+            call.body.get("allocation_id") if name == "inference" else None
+        )
         sim, now = state.sim, state.clock.now()
         decision = sim.faults.decide(
             operation=name, phase="before", now=now, tenant_id=call.tenant_id, pool_id=pool_id, model=model

@@ -52,8 +52,12 @@ def _error(decision: Decision) -> ApiError:
         return retry_later("rate_limited", f"Rate limited. {note}", decision.retry_after or 1)
     if kind == "quota":
         return ApiError("quota_exceeded", action.get("detail") or f"Quota exceeded. {note}")
-    headers = {"Retry-After": str(action["retry_after"])} if "retry_after" in action else {}
-    extra = {"retry_after": action["retry_after"]} if "retry_after" in action else {}
+    retry_after = action.get("retry_after")
+    if retry_after is None and action["status"] in (429, 503):
+        # The contract promises Retry-After with every 429 and 503; a rule that names none gets 1 s.
+        retry_after = 1
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    extra = {"retry_after": retry_after} if retry_after is not None else {}
     return ApiError(
         action["code"],
         action.get("detail") or f"{note}",

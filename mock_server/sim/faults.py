@@ -80,6 +80,12 @@ class Decision:
     def kind(self) -> str:
         return str(self.rule.action["type"])
 
+    @property
+    def spoils_answer(self) -> bool:
+        """Whether the answer the client gets is the fault's own rather than the server's
+        (a `delay` or a `gpu_fail` leaves the answer to the server)."""
+        return self.kind not in ("delay", "gpu_fail")
+
 
 @dataclass(slots=True)
 class FaultEngine:

@@ -18,7 +18,7 @@ import pytest
 
 from mock_server import MockHostedAI
 from mock_server.api import render
-from mock_server.api.contract import HOSTEDAI_CONTRACT
+from mock_server.api.contract import ADMIN_CONTRACT, HOSTEDAI_CONTRACT
 
 SCHEMATHESIS_CONFIG = """\
 # Each run stands alone: no crash cache replayed from an earlier run.
@@ -42,11 +42,25 @@ auth:
 """
 
 
-async def _run_schemathesis(mock: MockHostedAI, tmp_path: Path, *extra: str) -> tuple[int, str]:
-    wfc = tmp_path / "wfc-auth.yaml"
-    wfc.write_text(WFC_AUTH.format(dev=mock.api_key, team_b=mock.api_key_for("team-b")))
+ADMIN_CONFIG = """\
+[cache]
+enabled = false
+
+[auth.openapi.adminToken]
+api_key = "{token}"
+"""
+
+
+async def _run_schemathesis(
+    mock: MockHostedAI, tmp_path: Path, *extra: str, contract: Path = HOSTEDAI_CONTRACT
+) -> tuple[int, str]:
     config = tmp_path / "schemathesis.toml"
-    config.write_text(SCHEMATHESIS_CONFIG.format(wfc=wfc))
+    if contract == HOSTEDAI_CONTRACT:
+        wfc = tmp_path / "wfc-auth.yaml"
+        wfc.write_text(WFC_AUTH.format(dev=mock.api_key, team_b=mock.api_key_for("team-b")))
+        config.write_text(SCHEMATHESIS_CONFIG.format(wfc=wfc))
+    else:
+        config.write_text(ADMIN_CONFIG.format(token=mock.admin_token))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -54,7 +68,7 @@ async def _run_schemathesis(mock: MockHostedAI, tmp_path: Path, *extra: str) -> 
         "--config-file",
         str(config),
         "run",
-        str(HOSTEDAI_CONTRACT),
+        str(contract),
         "--url",
         mock.url,
         "--checks",
@@ -89,6 +103,21 @@ async def test_schemathesis_finds_no_contract_violation(tmp_path: Path) -> None:
     assert "13 selected / 13 total" in report
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅ {phase}" in report or f"✅  {phase}" in report, report
+
+
+async def test_schemathesis_finds_no_violation_of_the_admin_contract(tmp_path: Path) -> None:
+    async with MockHostedAI(clock="manual", seed=11) as mock:
+        returncode, report = await _run_schemathesis(
+            mock,
+            tmp_path,
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            "15",
+            contract=ADMIN_CONTRACT,
+        )
+    assert returncode == 0, report
+    assert "14 selected / 14 total" in report
 
 
 async def test_schemathesis_run_fails_on_a_response_that_breaks_the_contract(

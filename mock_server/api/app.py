@@ -171,6 +171,7 @@ def _endpoint(
         )
         if decision is not None:
             outcome.fault = decision
+            state.metrics.faults.labels(decision.kind, name).inc()
             instead = await faults.before(request, state, decision, outcome, alloc)
             if instead is not None:
                 return instead
@@ -182,6 +183,7 @@ def _endpoint(
         )
         if late is not None:
             outcome.fault = late
+            state.metrics.faults.labels(late.kind, name).inc()
             response = await faults.after(request, state, late, outcome, alloc, response)
         return await faults.shape_answer(request, outcome.fault, response)
 

@@ -82,6 +82,12 @@ class ServerMetrics:
         self.preemptions = Counter(
             "hostedai_sim_preemptions", "Allocations preempted, by pool", ["pool"], registry=self.registry
         )
+        self.faults = Counter(
+            "hostedai_sim_faults_injected",
+            "Fault rules that fired, by action and operation",
+            ["action", "operation"],
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "hostedai_sim_tokens", "Tokens processed, by model and kind", ["model", "kind"], registry=self.registry
         )

@@ -228,7 +228,10 @@ async def test_faults_from_the_config_file_apply_from_the_start(session_for: typ
             await expect_problem(resp, 503, "unavailable")
         async with client.get("/_admin/faults", headers={"X-Admin-Token": "dev-admin"}) as resp:
             (listed,) = (await resp.json())["rules"]
+        async with client.get("/metrics") as resp:
+            metrics = await resp.text()
     assert (listed["source"], listed["fired"]) == ("config", 1)
+    assert 'hostedai_sim_faults_injected_total{action="error",operation="pools"} 1.0' in metrics
 
 
 def test_a_bad_fault_rule_in_the_config_is_one_line_naming_the_key() -> None:

@@ -33,6 +33,13 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Captur
     assert len(err.splitlines()) == 1
 
 
+def test_unknown_scenario_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenario", "meteor-strike"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hostedai-mock: error: config key scenarios: no scenario 'meteor-strike'")
+    assert len(err.splitlines()) == 1
+
+
 def test_bad_override_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--port", "70000"]) == 2
     assert "config key server.port" in capsys.readouterr().err

@@ -176,8 +176,9 @@ def _endpoint(
             if instead is not None:
                 return instead
         response = await handler(request, call)
-        if name == "allocate" and response.status == 201:
-            outcome.allocation_id = response[RESPONSE_DATA]["allocation_id"]  # type: ignore[index]
+        created = response.get(RESPONSE_DATA) if name == "allocate" else None
+        if isinstance(created, dict) and response.status == 201:
+            outcome.allocation_id = created["allocation_id"]
         late = sim.faults.decide(
             operation=name, phase="after", now=now, tenant_id=call.tenant_id, pool_id=pool_id, model=model
         )

@@ -18,14 +18,12 @@ from aiohttp import web
 from mock_server.api.inputs import Call
 from mock_server.api.journal import Outcome
 from mock_server.api.problems import ApiError, retry_later
-from mock_server.api.state import REQUEST_ID, ServerState
+from mock_server.api.state import REQUEST_ID, TRUNCATE_AFTER, ServerState
 from mock_server.sim.faults import Decision
 from mock_server.sim.model import Allocation
 
 # Marks an answer the fault layer made on purpose, so strict mode does not "correct" it.
 INJECTED = web.ResponseKey("fault_injected", bool)
-# A streamed inference stops after this many tokens (a `truncate` fault).
-TRUNCATE_AFTER = web.RequestKey("truncate_after", int)
 
 MALFORMED_BODY = b'{"allocation_id": "alloc_3f9c2a1b7d4e5f60", "state": "act'
 

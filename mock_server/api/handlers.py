@@ -16,7 +16,7 @@ from mock_server import __version__
 from mock_server.api import render
 from mock_server.api.inputs import Call
 from mock_server.api.problems import ApiError, problem_body
-from mock_server.api.state import RESPONSE_DATA, STATE, ServerState
+from mock_server.api.state import RESPONSE_DATA, STATE, TRUNCATE_AFTER, ServerState
 from mock_server.sim.errors import AllocationNotActive, CapacityExhausted, SimError
 from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, fingerprint
 
@@ -188,8 +188,14 @@ async def _stream_inference(
     )
     await response.prepare(request)
     delivered = 0
+    cut_after = request.get(TRUNCATE_AFTER)
     try:
         for index, token in enumerate(plan.tokens):
+            if cut_after is not None and index >= cut_after:
+                # A truncated stream: the connection closes mid-answer, no `done`.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             pause = plan.timings.ttft_s if index == 0 else plan.timings.itl_s
             if not await state.waiters.sleep_while_active(plan.allocation, state.clock.real_seconds(pause)):
                 error = ApiError.from_sim(_not_active(plan))

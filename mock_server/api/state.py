@@ -91,5 +91,7 @@ class ServerState:
 STATE = web.AppKey("state", ServerState)
 REQUEST_ID = web.RequestKey("request_id", str)
 OUTCOME = web.RequestKey("outcome", Outcome)
+# A streamed inference stops after this many tokens, without `done` (a `truncate` fault).
+TRUNCATE_AFTER = web.RequestKey("truncate_after", int)
 # The body a handler sent, kept so strict mode can validate it without parsing it back.
 RESPONSE_DATA = web.ResponseKey("data", object)

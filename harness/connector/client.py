@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -60,6 +61,7 @@ class _Answer:
     status: int
     body: Any
     headers: dict[str, str]
+    attempts: int = 1
 
 
 class HostedAiConnector:
@@ -162,10 +164,21 @@ class HostedAiConnector:
             self._in_background(self._reclaim(key))
             raise
         allocation = Allocation.model_validate(answer.body)
+        if answer.attempts > 1:
+            # An earlier attempt may have allocated with its answer lost; a server that honours the
+            # Idempotency-Key replayed it, one that ignores it made a second. Release any twin.
+            await self._release_twins(key, keep=allocation.allocation_id)
         self.metrics.allocations.labels(allocation.pool_id, allocation.model).inc()
         self.metrics.allocation_seconds.labels(allocation.pool_id).observe(self._clock() - started)
         log.info("allocated allocation_id=%s pool=%s gpu=%s", allocation.allocation_id, pool_id, allocation.gpu_id)
         return allocation
+
+    async def _release_twins(self, key: str, keep: str) -> None:
+        with contextlib.suppress(HostedAiError):
+            for twin in await self.list_allocations(state=["active"], labels={CLIENT_REQUEST_LABEL: key}):
+                if twin.allocation_id != keep:
+                    log.warning("releasing allocation_id=%s made by a retried allocate", twin.allocation_id)
+                    await self._release_quietly(twin.allocation_id)
 
     async def _reclaim(self, key: str) -> None:
         with contextlib.suppress(HostedAiError, asyncio.CancelledError):
@@ -364,7 +377,7 @@ class HostedAiConnector:
                 continue
             self.breaker.record_success()
             self._publish_circuit_state()
-            return answer
+            return dataclasses.replace(answer, attempts=retries + 1) if retries else answer
 
     def _tell_breaker(self, error: HostedAiError) -> None:
         if error.counts_as_failure:

@@ -10,6 +10,7 @@ _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120,
 class ConnectorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         registry = REGISTRY if registry is None else registry
+        self.registry = registry
         self.allocations = Counter(
             "hosted_ai_allocations", "GPU allocations obtained", ["pool", "model"], registry=registry
         )

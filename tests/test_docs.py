@@ -93,3 +93,28 @@ def test_every_yaml_example_of_the_fault_catalogue_is_a_valid_config_fragment() 
         fragment = yaml.safe_load(block)
         assert set(fragment) <= {"faults", "scenarios"}
         create_app(config_with(**{key: value for key, value in fragment.items()}))
+
+
+async def test_the_connector_guide_examples_run_against_the_mock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from harness.connector import ConnectorMetrics, HostedAiConnector, parse_connector_config
+
+    doc = ROOT / "docs" / "connector.md"
+    namespace: dict[str, object] = {}
+    for block in _blocks(doc, "python"):
+        exec(compile(block, str(doc), "exec"), namespace)
+    (config_block,) = _blocks(doc, "yaml")
+    monkeypatch.setenv("HOSTED_AI_API_KEY", "dev-key")
+    assert parse_connector_config(yaml.safe_load(config_block)).base_url == "https://api.hosted.ai"
+    async with MockHostedAI(clock="manual") as mock:
+        config = parse_connector_config({"hosted_ai": {"base_url": mock.url, "api_key": "${HOSTED_AI_API_KEY}"}})
+        async with HostedAiConnector(config, metrics=ConnectorMetrics(CollectorRegistry())) as connector:
+            output = await namespace["answer"](connector, "Why?")  # type: ignore[operator]
+            assert isinstance(output, str)
+            assert output
+            async with connector.allocation(namespace["COMPLEX"]) as alloc:  # type: ignore[arg-type]
+                streamed = await namespace["stream"](connector, alloc.allocation_id)  # type: ignore[operator]
+            assert isinstance(streamed, str)
+            assert streamed
+        assert mock.sim.pool_stats("gpu-pool-1")[0].allocations_active == 0

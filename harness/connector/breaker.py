@@ -48,6 +48,13 @@ class CircuitBreaker:
             self._set(CircuitState.HALF_OPEN)
         return self._state
 
+    @property
+    def retry_in_s(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 unless open)."""
+        if self.state is not CircuitState.OPEN:
+            return 0.0
+        return max(0.0, self.recovery_timeout_s - (self._clock() - self._opened_at))
+
     def before_call(self) -> None:
         """Let a call through, or raise CircuitOpen. In half-open, only one probe at a time."""
         state = self.state
@@ -56,8 +63,7 @@ class CircuitBreaker:
         if state is CircuitState.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
             return
-        remaining = max(0.0, self.recovery_timeout_s - (self._clock() - self._opened_at))
-        raise CircuitOpen(self.name, remaining)
+        raise CircuitOpen(self.name, self.retry_in_s)
 
     def record_success(self) -> None:
         self._failures = 0

@@ -26,6 +26,7 @@ from harness.connector.breaker import CircuitBreaker, CircuitState
 from harness.connector.config import ConnectorConfigError, HostedAiConfig
 from harness.connector.errors import (
     AllocationNotActive,
+    CapacityExhausted,
     CircuitOpen,
     HostedAiError,
     NotFound,
@@ -136,8 +137,11 @@ class HostedAiConnector:
         ttl_seconds: int | None = None,
         wait_seconds: float | None = None,
         labels: dict[str, str] | None = None,
+        retry_capacity_exhausted: bool = True,
     ) -> Allocation:
-        """Reserve capacity. Retried safely: the same `Idempotency-Key` on every attempt."""
+        """Reserve capacity. Retried safely: the same `Idempotency-Key` on every attempt.
+        `retry_capacity_exhausted=False` raises CapacityExhausted at once, for a caller that fails
+        over to another pool rather than wait for this one."""
         pool_id = pool or self.config.pool
         key = uuid.uuid4().hex
         body: dict[str, Any] = {
@@ -158,6 +162,7 @@ class HostedAiConnector:
                 json_body=body,
                 headers={"Idempotency-Key": key},
                 budget_s=self.config.allocation_timeout_secs,
+                not_retried=() if retry_capacity_exhausted else (CapacityExhausted,),
             )
         except (asyncio.CancelledError, RequestTimeout, TransportError):
             # The allocate may have succeeded with its answer lost: find it by its label and release it.
@@ -175,21 +180,24 @@ class HostedAiConnector:
 
     async def _release_twins(self, key: str, keep: str) -> None:
         with contextlib.suppress(HostedAiError):
-            for twin in await self.list_allocations(state=["active"], labels={CLIENT_REQUEST_LABEL: key}):
+            for twin in await self.list_allocations(
+                state=["active"], labels={CLIENT_REQUEST_LABEL: key}, _cleanup=True
+            ):
                 if twin.allocation_id != keep:
                     log.warning("releasing allocation_id=%s made by a retried allocate", twin.allocation_id)
                     await self._release_quietly(twin.allocation_id)
 
     async def _reclaim(self, key: str) -> None:
         with contextlib.suppress(HostedAiError, asyncio.CancelledError):
-            for allocation in await self.list_allocations(state=["active"], labels={CLIENT_REQUEST_LABEL: key}):
+            found = await self.list_allocations(state=["active"], labels={CLIENT_REQUEST_LABEL: key}, _cleanup=True)
+            for allocation in found:
                 log.warning("releasing allocation_id=%s whose allocate answer was lost", allocation.allocation_id)
                 await self.release_allocation(allocation.allocation_id)
 
     async def release_allocation(self, allocation_id: str) -> None:
         """Release; an allocation that already ended (released, expired, preempted, failed) is done."""
         with contextlib.suppress(AllocationNotActive):
-            await self._call("release", "DELETE", f"/v1/allocate/{allocation_id}")
+            await self._call("release", "DELETE", f"/v1/allocate/{allocation_id}", use_breaker=False)
         log.info("released allocation_id=%s", allocation_id)
 
     async def get_allocation(self, allocation_id: str) -> Allocation:
@@ -197,7 +205,7 @@ class HostedAiConnector:
         return Allocation.model_validate(answer.body)
 
     async def list_allocations(
-        self, *, state: list[str] | None = None, labels: dict[str, str] | None = None
+        self, *, state: list[str] | None = None, labels: dict[str, str] | None = None, _cleanup: bool = False
     ) -> list[Allocation]:
         """Every allocation of the tenant matching the filters, following pagination."""
         params: list[tuple[str, str]] = [("state", s) for s in state or []]
@@ -206,7 +214,7 @@ class HostedAiConnector:
         cursor: str | None = None
         while True:
             page_params = [*params, ("limit", "500"), *([("cursor", cursor)] if cursor else [])]
-            answer = await self._call("list", "GET", "/v1/allocate", params=page_params)
+            answer = await self._call("list", "GET", "/v1/allocate", params=page_params, use_breaker=not _cleanup)
             found += [Allocation.model_validate(a) for a in answer.body["allocations"]]
             cursor = answer.body.get("next_cursor")
             if not cursor:
@@ -331,8 +339,14 @@ class HostedAiConnector:
         headers: dict[str, str] | None = None,
         budget_s: float | None = None,
         stream: bool = False,
+        use_breaker: bool = True,
+        not_retried: tuple[type[HostedAiError], ...] = (),
     ) -> _Answer:
-        """One logical call: attempts through the breaker, retried by the policy within the time budget."""
+        """One logical call: attempts through the breaker, retried by the policy within the time budget.
+
+        `use_breaker=False` is for clean-up (releases): a release must be attempted even while the
+        circuit is open, or an open circuit would leak every allocation held when it opened.
+        `not_retried` lists errors the caller handles itself (e.g. fail-over on capacity_exhausted)."""
         budget = budget_s if budget_s is not None else self.config.timeout_secs * (self.retry.max_retries + 1)
         deadline = self._clock() + budget
         retries = 0
@@ -342,20 +356,23 @@ class HostedAiConnector:
             try:
                 if remaining <= 0:
                     raise RequestTimeout(f"{operation} ran out of its {budget:g} s budget")
-                self.breaker.before_call()
+                if use_breaker:
+                    self.breaker.before_call()
                 answer = await self._attempt(method, path, json_body, params, headers, remaining, stream)
             except CircuitOpen:
                 self.metrics.errors.labels("circuit_open", operation).inc()
                 raise
             except asyncio.CancelledError:
-                self.breaker.release_probe()
+                if use_breaker:
+                    self.breaker.release_probe()
                 raise
             except HostedAiError as error:
-                self._tell_breaker(error)
+                if use_breaker:
+                    self._tell_breaker(error)
                 if isinstance(error, Unauthorized) and not key_refreshed and self._refresh_key():
                     key_refreshed = True  # a rotated key: try once more with the new one, not counted
                     continue
-                if not self.retry.should_retry(error, retries):
+                if isinstance(error, not_retried) or not self.retry.should_retry(error, retries):
                     self.metrics.errors.labels(error.kind, operation).inc()
                     log.warning("%s failed: %s", operation, error)
                     raise
@@ -375,8 +392,9 @@ class HostedAiConnector:
                 )
                 await self._sleep(delay)
                 continue
-            self.breaker.record_success()
-            self._publish_circuit_state()
+            if use_breaker:
+                self.breaker.record_success()
+                self._publish_circuit_state()
             return dataclasses.replace(answer, attempts=retries + 1) if retries else answer
 
     def _tell_breaker(self, error: HostedAiError) -> None:

@@ -1,8 +1,9 @@
 """Typed payloads of the HostedAI contract, as the client sees them.
 
-Written by hand for readable names and docstrings; `tests/connector/test_models_match_contract.py`
-checks every field against `contracts/hostedai.v1.yaml`, so the two cannot drift apart. Responses
-ignore unknown fields (a newer server may add some); requests never send fields the contract lacks.
+Written by hand for readable names and docstrings; `test_payload_models_match_the_contract` in
+`tests/connector/test_units.py` checks every field against `contracts/hostedai.v1.yaml`, so the two
+cannot drift apart. Responses ignore unknown fields (a newer server may add some); requests never
+send fields the contract lacks.
 """
 
 from __future__ import annotations

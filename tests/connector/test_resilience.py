@@ -386,3 +386,27 @@ async def test_metrics_use_the_guides_names_and_labels(make_connector: Connector
     assert 'hosted_ai_errors_total{operation="models",type="gateway_timeout"} 1.0' in text
     assert 'hosted_ai_retries_total{operation="models",type="gateway_timeout"} 1.0' in text
     assert "hosted_ai_circuit_state{" in text
+
+
+async def test_an_open_circuit_still_lets_releases_through(
+    make_connector: ConnectorFactory, admin: Admin, mock: MockHostedAI
+) -> None:
+    connector = make_connector(max_retries=0, circuit_breaker={"failure_threshold": 1})
+    await admin.fault(_error(503, "unavailable", operation="inference"))
+    with pytest.raises(Unavailable):
+        async with connector.allocation(QWEN) as alloc:
+            await connector.inference(alloc.allocation_id, InferenceRequest(prompt="x"))
+    assert connector.circuit_state is CircuitState.OPEN
+    assert _active(mock) == 0  # the release went out although the circuit is open
+    with pytest.raises(CircuitOpen):
+        await connector.list_pools()
+
+
+async def test_capacity_exhausted_can_be_left_to_the_caller(
+    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+) -> None:
+    await admin.fault(_error(503, "capacity_exhausted", operation="allocate", retry_after=5))
+    with pytest.raises(CapacityExhausted):
+        await make_connector().request_allocation(QWEN, retry_capacity_exhausted=False)
+    assert sleeps.delays == []
+    assert len(await admin.journal(operation="allocate")) == 1

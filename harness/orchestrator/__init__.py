@@ -1,0 +1,38 @@
+"""The Harpoon orchestrator: classify a text locally, run it on HostedAI, account its cost per tenant."""
+
+from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
+from harness.orchestrator.catalogue import CatalogueSource, PoolCatalogue, PoolChoice
+from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier, Label
+from harness.orchestrator.orchestrator import DEFAULT_TENANT, Orchestrator
+from harness.orchestrator.requirements import (
+    ModelClass,
+    ModelClasses,
+    ModelsConfigError,
+    load_model_classes,
+    parse_model_classes,
+)
+from harness.orchestrator.result import ProcessResult, Timings, Usage
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "CatalogueSource",
+    "Classification",
+    "Classifier",
+    "Cost",
+    "CostLedger",
+    "CostTotals",
+    "HeuristicClassifier",
+    "Label",
+    "ModelClass",
+    "ModelClasses",
+    "ModelsConfigError",
+    "Orchestrator",
+    "PoolCatalogue",
+    "PoolChoice",
+    "ProcessResult",
+    "Timings",
+    "Usage",
+    "charge",
+    "load_model_classes",
+    "parse_model_classes",
+]

@@ -1,0 +1,225 @@
+"""`Orchestrator`: one text in, one answer out, through HostedAI (the integration guide's request flow).
+
+classify (local) → requirements of the class → allocate on a pool → inference → release → account.
+
+- Pool choice: the connector config's pool first, then, when a pool answers `capacity_exhausted`, the
+  next pool serving the model, cheapest first (`PoolCatalogue`).
+- The allocation is always released (the connector's `allocation()` context manager), whatever happens
+  to the inference, and carries a lease (`ttl_seconds`) so HostedAI reclaims it even if the release
+  itself cannot be sent.
+- Circuit open (before the request, or at any step of it): a marked fallback answer, not an error.
+  Every other `HostedAiError` propagates, typed, for the caller to map.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.connector import (
+    Allocation,
+    CapacityExhausted,
+    CircuitOpen,
+    CircuitState,
+    HostedAiConnector,
+    InferenceRequest,
+    InferenceResponse,
+)
+from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
+from harness.orchestrator.catalogue import PoolCatalogue, PoolChoice
+from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier
+from harness.orchestrator.fallback import circuit_open_result
+from harness.orchestrator.requirements import ModelClass, ModelClasses
+from harness.orchestrator.result import ProcessResult, Timings, Usage
+
+log = logging.getLogger("harness.orchestrator")
+
+DEFAULT_TENANT = "default"
+# Labels on every allocation, so HostedAI's own usage report can be split by tenant and class.
+TENANT_LABEL = "harpoon_tenant"
+CLASS_LABEL = "harpoon_class"
+
+
+@dataclass(slots=True)
+class _Spent:
+    """What one request has held so far (at most one allocation: fail-over happens before allocating)."""
+
+    allocation: Allocation | None = None
+    cost: Cost | None = None
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        connector: HostedAiConnector,
+        classes: ModelClasses,
+        classifier: Classifier | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        ledger: CostLedger | None = None,
+        catalogue: PoolCatalogue | None = None,
+        default_tenant: str = DEFAULT_TENANT,
+        lease_ttl_s: int | None = 300,
+    ) -> None:
+        """`clock` measures how long allocations are held (injectable so tests pin the cost).
+        `lease_ttl_s`: HostedAI expires an allocation idle this long, the backstop for a release that
+        could not be sent (None: no lease)."""
+        if lease_ttl_s is not None and lease_ttl_s < 1:
+            raise ValueError("lease_ttl_s must be at least 1 second, or None")
+        self._connector = connector
+        self._classes = classes
+        self._classifier: Classifier = classifier if classifier is not None else HeuristicClassifier()
+        self._clock = clock
+        self.ledger = ledger if ledger is not None else CostLedger()
+        self._catalogue = catalogue if catalogue is not None else PoolCatalogue(connector, clock=clock)
+        self._default_tenant = default_tenant
+        self._lease_ttl_s = lease_ttl_s
+
+    def costs(self, tenant: str | None = None) -> CostTotals:
+        """A tenant's totals (the default tenant's without one)."""
+        return self.ledger.totals(tenant or self._default_tenant)
+
+    async def process(self, text: str, tenant: str | None = None) -> ProcessResult:
+        """Serve `text` for `tenant`. Raises the connector's typed `HostedAiError`s, except `CircuitOpen`,
+        which becomes a fallback result."""
+        tenant = tenant or self._default_tenant
+        classification = self._classifier.classify(text)
+        model_class = self._classes.for_label(classification.label)
+        if self._connector.circuit_state is CircuitState.OPEN:
+            log.info("circuit open: fallback answer for tenant=%s without calling HostedAI", tenant)
+            retry_in_s = self._connector.breaker.retry_in_s
+            return self._fallback(classification, model_class, tenant, retry_in_s=retry_in_s, cost=None)
+        spent = _Spent()
+        try:
+            return await self._serve(text, tenant, classification, model_class, spent)
+        except CircuitOpen as exc:
+            log.info("circuit opened during the request: fallback answer for tenant=%s", tenant)
+            return self._fallback(classification, model_class, tenant, retry_in_s=exc.retry_in_s, cost=spent.cost)
+
+    async def _serve(
+        self, text: str, tenant: str, classification: Classification, model_class: ModelClass, spent: _Spent
+    ) -> ProcessResult:
+        choices = await self._catalogue.candidates(model_class.model, self._connector.config.pool)
+        exhausted: CapacityExhausted | None = None
+        for index, choice in enumerate(choices):
+            # Fail over at once while another pool is left; wait out Retry-After only on the last one.
+            last = index == len(choices) - 1
+            try:
+                return await self._run_on(choice, text, tenant, classification, model_class, spent, wait=last)
+            except CapacityExhausted as exc:
+                if spent.allocation is not None:
+                    raise  # the inference said so, not the allocate: another pool would not help
+                log.info("pool %s has no capacity for %s; trying the next pool", choice.pool_id, model_class.model)
+                exhausted = exc
+        assert exhausted is not None  # `candidates` is never empty, so the loop ran
+        raise exhausted
+
+    async def _run_on(
+        self,
+        choice: PoolChoice,
+        text: str,
+        tenant: str,
+        classification: Classification,
+        model_class: ModelClass,
+        spent: _Spent,
+        *,
+        wait: bool,
+    ) -> ProcessResult:
+        response: InferenceResponse | None = None
+        held_since = 0.0
+        try:
+            async with self._connector.allocation(
+                model_class.requirements(),
+                pool=choice.pool_id,
+                ttl_seconds=self._lease_ttl_s,
+                labels={TENANT_LABEL: tenant, CLASS_LABEL: classification.label},
+                retry_capacity_exhausted=wait,
+            ) as allocation:
+                spent.allocation = allocation
+                held_since = self._clock()
+                response = await self._connector.inference(
+                    allocation.allocation_id,
+                    InferenceRequest(
+                        prompt=text,
+                        temperature=model_class.temperature,
+                        max_tokens=model_class.max_tokens,
+                        model=model_class.model,
+                    ),
+                )
+        finally:
+            # Billed whether or not the inference succeeded: the GPU was held until the release.
+            if spent.allocation is not None:
+                spent.cost = self._account(tenant, spent.allocation, choice, held_since, response)
+        if spent.allocation is None or response is None or spent.cost is None:
+            # Unreachable: the block either ran the inference or raised. Spelled out because a context
+            # manager may swallow exceptions, so the type checker cannot know.
+            raise RuntimeError("the allocation block ended without an inference")
+        return _result(classification, tenant, spent.allocation, response, spent.cost)
+
+    def _account(
+        self,
+        tenant: str,
+        allocation: Allocation,
+        choice: PoolChoice,
+        held_since: float,
+        response: InferenceResponse | None,
+    ) -> Cost:
+        cost = charge(
+            tflops=allocation.tflops,
+            vram_mb=allocation.vram_mb,
+            held_seconds=self._clock() - held_since,
+            price_per_tflops_hour=choice.price_per_tflops_hour,
+        )
+        self.ledger.record(
+            tenant,
+            cost,
+            prompt_tokens=response.usage.prompt_tokens if response else 0,
+            completion_tokens=response.usage.completion_tokens if response else 0,
+        )
+        return cost
+
+    def _fallback(
+        self,
+        classification: Classification,
+        model_class: ModelClass,
+        tenant: str,
+        *,
+        retry_in_s: float | None,
+        cost: Cost | None,
+    ) -> ProcessResult:
+        return circuit_open_result(
+            classification=classification,
+            model=model_class.model,
+            tenant=tenant,
+            retry_in_s=retry_in_s,
+            recovery_timeout_s=self._connector.breaker.recovery_timeout_s,
+            cost=cost,
+        )
+
+
+def _result(
+    classification: Classification, tenant: str, allocation: Allocation, response: InferenceResponse, cost: Cost
+) -> ProcessResult:
+    return ProcessResult(
+        output=response.output,
+        fallback=False,
+        reason=None,
+        classification=classification,
+        model=response.model,
+        pool_id=allocation.pool_id,
+        allocation_id=allocation.allocation_id,
+        usage=Usage(
+            prompt_tokens=response.usage.prompt_tokens,
+            completion_tokens=response.usage.completion_tokens,
+            total_tokens=response.usage.total_tokens,
+        ),
+        cost=cost,
+        timings=Timings(
+            queue_ms=response.timings.queue_ms,
+            ttft_ms=response.timings.ttft_ms,
+            total_ms=response.timings.total_ms,
+        ),
+        tenant=tenant,
+    )

@@ -1,0 +1,97 @@
+"""harpoon-service's configuration: one YAML file with three keys.
+
+    hosted_ai: {...}          the integration guide's section (harness.connector.parse_connector_config)
+    service: {host, port}     where to listen (default 127.0.0.1:8080)
+    models: models.yaml       the request classes (harness.orchestrator.requirements), relative to this file
+
+Every error is a `ServiceConfigError` of one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.connector import ConnectorConfigError, HostedAiConfig, parse_connector_config
+from harness.orchestrator import ModelClasses, ModelsConfigError, load_model_classes
+
+_KEYS = ("hosted_ai", "service", "models")
+
+
+class ServiceConfigError(Exception):
+    """A configuration that cannot be used; the message is one line naming the key."""
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """0 picks a free port."""
+    health_timeout_secs: Annotated[float, Field(gt=0)] = 2.0
+    """How long `/health` waits for HostedAI's health check: a probe must answer fast even when
+    HostedAI does not."""
+
+
+class HarpoonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hosted_ai: HostedAiConfig
+    service: ServiceSettings = ServiceSettings()
+    classes: ModelClasses
+
+    def with_listen(self, host: str | None, port: int | None) -> HarpoonConfig:
+        """The same config listening elsewhere (the CLI's --host and --port); None keeps the value."""
+        changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        service = _validated_service({**self.service.model_dump(), **changes}, "command line")
+        return self.model_copy(update={"service": service})
+
+
+def _validated_service(data: Any, source: str) -> ServiceSettings:
+    try:
+        return ServiceSettings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ServiceConfigError(f"{source}: service{'.' + where if where else ''}: {first['msg']}") from None
+
+
+def parse_service_config(data: Any, source: str = "config", base_dir: Path | None = None) -> HarpoonConfig:
+    """A parsed config mapping, validated. `base_dir` anchors a relative `models` path (default: cwd)."""
+    if not isinstance(data, dict):
+        raise ServiceConfigError(f"{source}: expected a mapping with {', '.join(_KEYS)}")
+    unknown = sorted(str(key) for key in data if key not in _KEYS)
+    if unknown:
+        raise ServiceConfigError(f"{source}: unknown key {unknown[0]} (expected {', '.join(_KEYS)})")
+    try:
+        hosted_ai = parse_connector_config(data, source)
+    except ConnectorConfigError as exc:
+        raise ServiceConfigError(str(exc)) from None
+    service = _validated_service(data.get("service") or {}, source)
+    models = data.get("models")
+    if not isinstance(models, str) or not models:
+        raise ServiceConfigError(f"{source}: models: expected the path of the models file")
+    path = Path(models)
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    try:
+        classes = load_model_classes(path)
+    except ModelsConfigError as exc:
+        raise ServiceConfigError(str(exc)) from None
+    return HarpoonConfig(hosted_ai=hosted_ai, service=service, classes=classes)
+
+
+def load_service_config(path: str | Path) -> HarpoonConfig:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ServiceConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ServiceConfigError(f"{path}: not valid YAML") from None
+    return parse_service_config(data, str(path), base_dir=path.parent)

@@ -1,0 +1,110 @@
+"""What the orchestrator and service tests share: a connector on the embedded mock that never waits,
+a clock the test moves, and the mock's control plane (faults, journal, leak report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from harness.connector import ConnectorMetrics, HostedAiConnector, parse_connector_config
+from harness.orchestrator import ModelClasses, load_model_classes
+from mock_server import MockHostedAI
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES: ModelClasses = load_model_classes(ROOT / "configs" / "models.yaml")
+
+SIMPLE_TEXT = "What is the capital of France?"
+COMPLEX_TEXT = "Explain why overcommit raises latency, and compare spatial with temporal GPU sharing."
+
+UNAVAILABLE = {"type": "error", "status": 503, "code": "unavailable", "retry_after": 0}
+NO_CAPACITY = {"type": "error", "status": 503, "code": "capacity_exhausted", "retry_after": 0}
+
+
+class SleepRecorder:
+    """The connector's `sleep`: records each backoff and returns at once, so no test waits on it."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand; `step` also moves it on every read."""
+
+    def __init__(self, start: float = 1000.0, step: float = 0.0) -> None:
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> float:
+        now = self.now
+        self.now += self.step
+        return now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_connector(
+    mock: MockHostedAI,
+    *,
+    sleep: SleepRecorder | None = None,
+    clock: FakeClock | None = None,
+    registry: CollectorRegistry | None = None,
+    **hosted_ai: Any,
+) -> HostedAiConnector:
+    config = parse_connector_config({"hosted_ai": {"base_url": mock.url, "api_key": mock.api_key, **hosted_ai}})
+    options: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    return HostedAiConnector(
+        config,
+        metrics=ConnectorMetrics(registry if registry is not None else CollectorRegistry()),
+        sleep=sleep or SleepRecorder(),
+        **options,
+    )
+
+
+def _admin(mock: MockHostedAI) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url=mock.url, headers={"X-Admin-Token": mock.admin_token or ""})
+
+
+async def add_fault(mock: MockHostedAI, action: dict[str, Any], *, phase: str = "before", **match: str) -> str:
+    """A fault rule on the mock (docs/faults.md); its id."""
+    rule = {"match": match, "action": action, "phase": phase}
+    async with _admin(mock) as admin, admin.post("/_admin/faults", json=rule) as resp:
+        assert resp.status == 201, await resp.text()
+        rule: dict[str, Any] = await resp.json()
+        return str(rule["id"])
+
+
+async def clear_faults(mock: MockHostedAI) -> None:
+    async with _admin(mock) as admin, admin.delete("/_admin/faults") as resp:
+        assert resp.status == 204, await resp.text()
+
+
+async def journal(mock: MockHostedAI, **params: str | int) -> list[dict[str, Any]]:
+    """The requests the mock received (`since_seq`, `operation`, … filter them)."""
+    async with _admin(mock) as admin, admin.get("/_admin/journal", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        entries: list[dict[str, Any]] = (await resp.json())["entries"]
+        return entries
+
+
+async def leaks(mock: MockHostedAI) -> list[dict[str, Any]]:
+    async with _admin(mock) as admin, admin.get("/_admin/leaks") as resp:
+        assert resp.status == 200, await resp.text()
+        found: list[dict[str, Any]] = (await resp.json())["leaks"]
+        return found
+
+
+def active_allocations(mock: MockHostedAI) -> int:
+    return sum(pool.allocations_active for pool in mock.sim.pool_stats())
+
+
+async def assert_nothing_held(mock: MockHostedAI) -> None:
+    """Every allocation was released: the pools hold none, and the leak report is empty."""
+    assert active_allocations(mock) == 0
+    assert await leaks(mock) == []

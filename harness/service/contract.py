@@ -15,11 +15,7 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
-# In a checkout the contracts live in `contracts/` at the repository root; an installed wheel would
-# ship a copy in `harness/_contracts` (see the report: pyproject does not include it yet).
-_PACKAGED = Path(__file__).resolve().parents[1] / "_contracts"
-CONTRACTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "contracts"
-HARPOON_CONTRACT = CONTRACTS_DIR / "harpoon.v2.yaml"
+from harness.contracts import HARPOON_CONTRACT
 
 PROCESS_PATH = "/v2/process"
 TENANT_HEADER = "X-Tenant-Id"

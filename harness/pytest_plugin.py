@@ -1,0 +1,72 @@
+"""A pytest plugin for teams' own suites (entry point `pytest11`), documented in docs/harness.md.
+
+Fixtures:
+- `hostedai_target` (session): where HostedAI is. With `--hostedai-target mock` (the default) an
+  embedded mock process, started once per session; with `--hostedai-target URL` a live HostedAI,
+  its key read from `--hostedai-api-key-env` (default HOSTED_AI_API_KEY).
+- `hostedai_mock`: the embedded mock's target, reset (`POST /_admin/reset`) before each test; a test
+  that asks for it is skipped against a live target, which has no control plane.
+- `hostedai_connector`: a `HostedAiConnector` pointed at the target, closed after the test.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from harness.connector import ConnectorMetrics, HostedAiConnector, parse_connector_config
+from harness.suites.base import Target
+from harness.target import start_mock_process, stop_mock_process, url_target
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hostedai", "HostedAI harness")
+    group.addoption("--hostedai-target", default="mock", help="`mock` (embedded, default) or a HostedAI base URL")
+    group.addoption("--hostedai-api-key-env", default="HOSTED_AI_API_KEY", help="variable holding the API key")
+    group.addoption("--hostedai-seed", type=int, default=0, help="the embedded mock's seed")
+
+
+@pytest.fixture(scope="session")
+def hostedai_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    where = request.config.getoption("--hostedai-target")
+    if where != "mock":
+        yield url_target(where, api_key_env=request.config.getoption("--hostedai-api-key-env"))
+        return
+    process, target = start_mock_process(request.config.getoption("--hostedai-seed"))
+    try:
+        yield target
+    finally:
+        stop_mock_process(process)
+
+
+@pytest.fixture
+def hostedai_mock(hostedai_target: Target) -> Target:
+    if not hostedai_target.has_control_plane:
+        pytest.skip("needs the embedded mock's control plane (--hostedai-target is a live URL)")
+    reset = urllib.request.Request(
+        f"{hostedai_target.url}/_admin/reset",
+        method="POST",
+        headers={"X-Admin-Token": hostedai_target.admin_token or ""},
+    )
+    with urllib.request.urlopen(reset, timeout=30) as resp:
+        json.load(resp)
+    return hostedai_target
+
+
+@pytest.fixture
+async def hostedai_connector(hostedai_target: Target) -> AsyncIterator[HostedAiConnector]:
+    config = parse_connector_config(
+        {
+            "hosted_ai": {
+                "base_url": hostedai_target.url,
+                "api_key": hostedai_target.api_key,
+                "ca_bundle": hostedai_target.ca_bundle,
+            }
+        }
+    )
+    async with HostedAiConnector(config, metrics=ConnectorMetrics(CollectorRegistry())) as connector:
+        yield connector

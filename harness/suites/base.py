@@ -1,0 +1,89 @@
+"""What every suite shares: the target it runs against, its options, and how it reports.
+
+A suite is an object with a `name`, a `needs_control_plane` flag and an async `run(target, options)`
+returning a `SuiteResult`. Suites never print: the CLI and the pytest plugin render their results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+Outcome = Literal["passed", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the suites send their requests."""
+
+    url: str
+    api_key: str
+    api_key_env: str = "HOSTED_AI_API_KEY"
+    admin_token: str | None = None
+    """The mock's control-plane token; None for a live HostedAI, which has no control plane."""
+    second_api_key: str | None = None
+    """A key of another tenant, for isolation checks (the mock's `team-b-key`; live: optional)."""
+    ca_bundle: str | None = None
+    label: str = "mock"
+    """How reports name the target: `mock` or the URL."""
+
+    @property
+    def has_control_plane(self) -> bool:
+        return self.admin_token is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    seed: int = 0
+    examples: int = 25
+    """Depth: schemathesis examples per operation, stateful runs, chaos rounds all scale with it."""
+    report_dir: Path | None = None
+    max_allocations: int = 20
+    """Live targets: the most allocations a run may take (each is released)."""
+    workdir: Path = Path(".")
+
+
+@dataclass(slots=True)
+class CheckResult:
+    name: str
+    outcome: Outcome
+    duration_s: float = 0.0
+    message: str = ""
+    reproduce: list[str] = field(default_factory=list)
+    """curl commands or code that replay the failure."""
+
+
+@dataclass(slots=True)
+class SuiteResult:
+    suite: str
+    checks: list[CheckResult] = field(default_factory=list)
+    duration_s: float = 0.0
+    skipped_reason: str | None = None
+    replay: str = ""
+    """The command that replays this run (seed and depth included)."""
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for c in self.checks if c.outcome == outcome)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0
+
+
+class Suite(Protocol):
+    name: str
+    needs_control_plane: bool
+    """A suite that makes the target misbehave cannot run against a live HostedAI."""
+
+    async def run(self, target: Target, options: RunOptions) -> SuiteResult: ...
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start

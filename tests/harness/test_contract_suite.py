@@ -1,0 +1,93 @@
+"""The contract suite passes on the real mock and flags deliberately broken servers.
+
+Each broken server is the real mock with one behaviour broken in-process (strict mode off, so the
+bug reaches the wire), run through the suite exactly as `hostedai-harness contract` runs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.suites.base import RunOptions, SuiteResult, Target
+from harness.suites.contract import ContractSuite
+from mock_server import MockHostedAI
+from mock_server.api import inputs, problems, render
+from mock_server.config import MockConfig
+from tests.conftest import config_with
+
+OPTIONS = RunOptions(seed=3, examples=5)
+
+
+def _target(mock: MockHostedAI) -> Target:
+    return Target(
+        url=mock.url, api_key=mock.api_key, admin_token=mock.admin_token, second_api_key=mock.api_key_for("team-b")
+    )
+
+
+async def _run(config: MockConfig | None = None, **suite: Any) -> SuiteResult:
+    async with MockHostedAI(config, clock="manual", strict=False) as mock:
+        return await ContractSuite(**suite).run(_target(mock), OPTIONS)
+
+
+def _failed(result: SuiteResult) -> dict[str, str]:
+    return {c.name: c.message for c in result.checks if c.outcome == "failed"}
+
+
+async def test_the_real_mock_passes_every_check() -> None:
+    async with MockHostedAI(clock="manual") as mock:  # strict: a mock bug would be a 500 here
+        result = await ContractSuite().run(_target(mock), OPTIONS)
+    assert result.ok, _failed(result)
+    names = {c.name for c in result.checks}
+    assert "contract: POST /v1/allocate" in names
+    assert len(names) >= 13
+
+
+async def test_a_response_field_of_the_wrong_type_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = render.pool
+    monkeypatch.setattr(render, "pool", lambda stats: {**real(stats), "gpus": str(stats.gpus)})
+    failed = _failed(await _run())
+    assert any("GET /v1/pools" in name for name in failed), failed
+    message = next(m for n, m in failed.items() if "GET /v1/pools" in n)
+    assert "Response violates schema" in message
+    assert "is not of type" in message
+
+
+async def test_a_500_on_a_malformed_body_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = inputs._body
+
+    async def crashing(request: Any, operation: Any, max_bytes: int) -> Any:
+        body, problems_found = await real(request, operation, max_bytes)
+        if problems_found:
+            raise RuntimeError("validation crashed")  # the bug: an exception instead of a 422
+        return body, problems_found
+
+    monkeypatch.setattr(inputs, "_body", crashing)
+    result = await _run()
+    failed = _failed(result)
+    assert any("POST /v1/allocate" in name for name in failed), failed
+    assert any("Server error" in message for message in failed.values())
+    assert all(c.reproduce[0].startswith("curl ") for c in result.checks if c.outcome == "failed")
+
+
+async def test_a_429_without_retry_after_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    def without_header(code: str, detail: str, retry_after: int) -> problems.ApiError:
+        return problems.ApiError(code, detail, extra={"retry_after": retry_after})
+
+    monkeypatch.setattr(problems, "retry_later", without_header)
+    limited = config_with(tenants=lambda t: {**t, "dev": {**t["dev"], "rate_limit": {"rps": 1, "burst": 30}}})
+    failed = _failed(await _run(limited))
+    assert failed
+    assert any("Retry-After" in message for message in failed.values()), failed
+
+
+async def test_live_mode_never_allocates() -> None:
+    async with MockHostedAI(clock="manual") as mock:
+        live = Target(url=mock.url, api_key=mock.api_key, label=mock.url)  # no control plane: treated as live
+        result = await ContractSuite().run(live, OPTIONS)
+        made = mock.sim.ledger.all()
+    assert result.ok, _failed(result)
+    assert made == []  # not one allocation taken on a "paid" service
+    names = {c.name for c in result.checks}
+    assert "contract: POST /v1/inference (live)" in names
+    assert not any("POST /v1/allocate" in name for name in names)

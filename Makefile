@@ -1,9 +1,9 @@
-# The two commands of the README: `make run` (the main job) and `make test`. Both create .venv first.
+# The two commands of the README: `make verify` (the main job) and `make test`. Both create .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: verify run service test lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,8 +11,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+verify: $(BIN)/.installed  ## The main job: every harness suite against the embedded mock, offline
+	$(BIN)/hostedai-harness verify --report-dir reports $(ARGS)
+
 run: $(BIN)/.installed  ## Start the mock HostedAI server on 127.0.0.1:8000
 	$(BIN)/hostedai-mock $(ARGS)
+
+service: $(BIN)/.installed  ## Start the Harpoon /v2/process service on 127.0.0.1:8080 (HOSTED_AI_API_KEY set)
+	$(BIN)/harpoon-service $(ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -28,4 +34,4 @@ bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reports

@@ -33,9 +33,9 @@ def test_readme_python_example_runs() -> None:
 def test_readme_quick_start_is_two_make_targets_that_exist() -> None:
     (quick_start,) = _blocks(ROOT / "README.md", "sh")[:1]
     commands = [line.split("#")[0].strip() for line in quick_start.strip().splitlines()]
-    assert commands == ["make run", "make test"]
+    assert commands == ["make verify", "make test"]
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^run:", makefile, re.M)
+    assert re.search(r"^verify:", makefile, re.M)
     assert re.search(r"^test:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 

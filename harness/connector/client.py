@@ -97,6 +97,8 @@ class HostedAiConnector:
         self._rng = rng or random.Random()
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
+        self._unreleased: set[str] = set()
+        """Allocations whose release failed; `close()` tries them again."""
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -113,9 +115,12 @@ class HostedAiConnector:
         return self._session
 
     async def close(self) -> None:
-        """Finish pending clean-ups (releases after a cancellation), then close the session."""
+        """Finish pending clean-ups (releases after a cancellation, releases that failed earlier),
+        then close the session."""
         if self._background:
             await asyncio.wait(self._background, timeout=self.config.timeout_secs)
+        for allocation_id in sorted(self._unreleased):
+            await self._release_quietly(allocation_id)
         if self._own_session and self._session is not None:
             await self._session.close()
         self._session = None
@@ -164,8 +169,9 @@ class HostedAiConnector:
                 budget_s=self.config.allocation_timeout_secs,
                 not_retried=() if retry_capacity_exhausted else (CapacityExhausted,),
             )
-        except (asyncio.CancelledError, RequestTimeout, TransportError):
-            # The allocate may have succeeded with its answer lost: find it by its label and release it.
+        except (asyncio.CancelledError, HostedAiError):
+            # Any attempt may have allocated with its answer lost (a reset, then a 503 or an open
+            # circuit on the retry): find whatever carries this call's label and release it.
             self._in_background(self._reclaim(key))
             raise
         allocation = Allocation.model_validate(answer.body)
@@ -236,9 +242,13 @@ class HostedAiConnector:
         try:
             await self.release_allocation(allocation_id)
         except NotFound:
-            pass
+            self._unreleased.discard(allocation_id)
         except HostedAiError as exc:
-            log.error("could not release allocation_id=%s: %s", allocation_id, exc)
+            # Kept, and tried again by `close()`: a release must not be lost to one bad moment.
+            self._unreleased.add(allocation_id)
+            log.error("could not release allocation_id=%s (will retry on close): %s", allocation_id, exc)
+        else:
+            self._unreleased.discard(allocation_id)
 
     # ---- inference ---------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ classify (local) → requirements of the class → allocate on a pool → infere
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from harness.connector import (
     HostedAiConnector,
     InferenceRequest,
     InferenceResponse,
+    RequestTimeout,
 )
 from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
 from harness.orchestrator.catalogue import PoolCatalogue, PoolChoice
@@ -62,10 +64,14 @@ class Orchestrator:
         catalogue: PoolCatalogue | None = None,
         default_tenant: str = DEFAULT_TENANT,
         lease_ttl_s: int | None = 300,
+        request_budget_s: float | None = None,
     ) -> None:
         """`clock` measures how long allocations are held (injectable so tests pin the cost).
         `lease_ttl_s`: HostedAI expires an allocation idle this long, the backstop for a release that
-        could not be sent (None: no lease)."""
+        could not be sent (None: no lease).
+        `request_budget_s`: the most one `process()` may take, fail-overs included (default: the
+        connector's allocation + inference timeouts + one call timeout for the release); past it the
+        request ends with RequestTimeout and its allocation is released."""
         if lease_ttl_s is not None and lease_ttl_s < 1:
             raise ValueError("lease_ttl_s must be at least 1 second, or None")
         self._connector = connector
@@ -76,6 +82,10 @@ class Orchestrator:
         self._catalogue = catalogue if catalogue is not None else PoolCatalogue(connector, clock=clock)
         self._default_tenant = default_tenant
         self._lease_ttl_s = lease_ttl_s
+        hosted = connector.config
+        self._budget_s = request_budget_s or (
+            hosted.allocation_timeout_secs + hosted.inference_timeout_secs + hosted.timeout_secs
+        )
 
     def costs(self, tenant: str | None = None) -> CostTotals:
         """A tenant's totals (the default tenant's without one)."""
@@ -93,7 +103,10 @@ class Orchestrator:
             return self._fallback(classification, model_class, tenant, retry_in_s=retry_in_s, cost=None)
         spent = _Spent()
         try:
-            return await self._serve(text, tenant, classification, model_class, spent)
+            async with asyncio.timeout(self._budget_s):
+                return await self._serve(text, tenant, classification, model_class, spent)
+        except TimeoutError:
+            raise RequestTimeout(f"the request took longer than its {self._budget_s:g} s budget") from None
         except CircuitOpen as exc:
             log.info("circuit opened during the request: fallback answer for tenant=%s", tenant)
             return self._fallback(classification, model_class, tenant, retry_in_s=exc.retry_in_s, cost=spent.cost)

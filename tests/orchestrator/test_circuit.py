@@ -70,7 +70,8 @@ async def test_fallback_while_open_then_recovery(
     clock.advance(RECOVERY_S - 1)
     still_open = await orchestrator.process(SIMPLE_TEXT, tenant="acme")
     assert_fallback(still_open, "in 1.0 s")  # the breaker says exactly when it will probe
-    assert await journal(hostedai, since_seq=mark) == []
+    # Only clean-up (a label lookup for the allocate the circuit cut short) may reach HostedAI.
+    assert [e for e in await journal(hostedai, since_seq=mark) if e["operation"] not in ("list", "release")] == []
     assert orchestrator.costs("acme").allocations == 0
 
     # Past the recovery timeout, with HostedAI healthy again, one probe closes the circuit.

@@ -203,7 +203,9 @@ class HostedAiConnector:
     async def release_allocation(self, allocation_id: str) -> None:
         """Release; an allocation that already ended (released, expired, preempted, failed) is done."""
         with contextlib.suppress(AllocationNotActive):
-            await self._call("release", "DELETE", f"/v1/allocate/{allocation_id}", use_breaker=False)
+            await self._call(
+                "release", "DELETE", f"/v1/allocate/{allocation_id}", use_breaker=False, expected=(AllocationNotActive,)
+            )
         log.info("released allocation_id=%s", allocation_id)
 
     async def get_allocation(self, allocation_id: str) -> Allocation:
@@ -351,12 +353,14 @@ class HostedAiConnector:
         stream: bool = False,
         use_breaker: bool = True,
         not_retried: tuple[type[HostedAiError], ...] = (),
+        expected: tuple[type[HostedAiError], ...] = (),
     ) -> _Answer:
         """One logical call: attempts through the breaker, retried by the policy within the time budget.
 
         `use_breaker=False` is for clean-up (releases): a release must be attempted even while the
         circuit is open, or an open circuit would leak every allocation held when it opened.
-        `not_retried` lists errors the caller handles itself (e.g. fail-over on capacity_exhausted)."""
+        `not_retried` lists errors the caller handles itself (e.g. fail-over on capacity_exhausted);
+        `expected` errors the caller treats as success (not counted, not logged)."""
         budget = budget_s if budget_s is not None else self.config.timeout_secs * (self.retry.max_retries + 1)
         deadline = self._clock() + budget
         retries = 0
@@ -382,9 +386,14 @@ class HostedAiConnector:
                 if isinstance(error, Unauthorized) and not key_refreshed and self._refresh_key():
                     key_refreshed = True  # a rotated key: try once more with the new one, not counted
                     continue
+                if isinstance(error, expected):
+                    raise  # an answer the caller takes as success: neither an error nor a log line
                 if isinstance(error, not_retried) or not self.retry.should_retry(error, retries):
                     self.metrics.errors.labels(error.kind, operation).inc()
-                    log.warning("%s failed: %s", operation, error)
+                    # A 4xx is the caller's business (a 404 may be exactly what it wanted to know);
+                    # only signs that the service is unwell are worth a warning.
+                    level = logging.WARNING if error.counts_as_failure else logging.INFO
+                    log.log(level, "%s failed: %s", operation, error)
                     raise
                 delay = self.retry.delay_s(error, retries, self._rng)
                 if self._clock() + delay >= deadline:

@@ -182,7 +182,7 @@ class _Run:
         have something to infer on too, and never below the two an idempotent-allocate replay needs."""
         if not self.live:
             return 1 << 30
-        return max(2, -(-self.options.max_allocations // max(1, self.options.examples // 5)))
+        return max(2, -(-self.options.max_allocations // max(1, self.options.examples)))
 
 
 class HostedAiMachine(RuleBasedStateMachine):
@@ -597,7 +597,7 @@ class StatefulSuite:
 
     def settings(self, options: RunOptions) -> hypothesis.settings:
         return hypothesis.settings(
-            max_examples=max(1, options.examples // 5),
+            max_examples=max(1, options.examples),
             stateful_step_count=self.steps,
             deadline=None,
             database=None,
@@ -761,4 +761,4 @@ def _not_exercised(run: _Run) -> str:
             f"never exercised: the live budget of {run.options.max_allocations} allocations (max_allocations) "
             "ran out first"
         )
-    return f"never exercised in {max(1, run.options.examples // 5)} generated run(s); a larger --examples explores more"
+    return f"never exercised in {max(1, run.options.examples)} generated run(s); a larger --examples explores more"

@@ -26,7 +26,7 @@ from mock_server.sim import errors as sim_errors
 from mock_server.sim.model import Allocation, Gpu
 from mock_server.sim.simulator import AllocateResult, AllocationSpec, Simulator
 
-OPTIONS = RunOptions(seed=1, examples=25)
+OPTIONS = RunOptions(seed=1, examples=5)
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,7 @@ async def test_every_check_holds_against_the_mock(mock: MockHostedAI) -> None:
         (c.name, c.message) for c in result.checks if c.outcome != "passed"
     ]
     assert result.ok
-    assert result.replay == "--seed 1 --examples 25"
+    assert result.replay == "--seed 1 --examples 5"
     assert active(mock) == []
 
 
@@ -183,7 +183,7 @@ async def test_idempotency_key_ignored(mock: MockHostedAI, monkeypatch: pytest.M
 
 async def test_a_live_target_gets_at_most_max_allocations(mock: MockHostedAI) -> None:
     live = Target(url=mock.url, api_key=mock.api_key, label=mock.url)
-    options = RunOptions(seed=1, examples=25, max_allocations=3)
+    options = RunOptions(seed=1, examples=5, max_allocations=3)
 
     result = await StatefulSuite().run(live, options)
 
@@ -207,7 +207,7 @@ async def test_a_live_target_without_idempotency_is_no_failure(
     monkeypatch.setattr(Simulator, "allocate", forgetful)
     live = Target(url=mock.url, api_key=mock.api_key, label=mock.url)
 
-    result = await StatefulSuite().run(live, RunOptions(seed=1, examples=25, max_allocations=6))
+    result = await StatefulSuite().run(live, RunOptions(seed=1, examples=5, max_allocations=6))
 
     assert result.ok, [(c.name, c.message) for c in result.checks if c.outcome == "failed"]
     assert len(mock.sim.allocations) <= 6

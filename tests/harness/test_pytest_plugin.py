@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -41,3 +44,12 @@ def test_a_live_target_skips_the_mock_only_tests(pytester: pytest.Pytester, monk
         "-p", "no:cacheprovider", "--hostedai-target", "http://127.0.0.1:9", "--hostedai-api-key-env", "SOME_KEY"
     )
     result.assert_outcomes(skipped=1)
+
+
+def test_the_documented_example_runs(pytester: pytest.Pytester) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "harness.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_doc_example=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

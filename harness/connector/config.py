@@ -24,8 +24,9 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.yamlfile import first_problem, read_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -105,12 +106,6 @@ class HostedAiConfig(_Strict):
         return ssl.create_default_context(cafile=self.ca_bundle)
 
 
-def _describe(error: ValidationError, prefix: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{prefix}.{where}: {first['msg']}" if where else f"{prefix}: {first['msg']}"
-
-
 def parse_connector_config(data: Any, source: str = "config") -> HostedAiConfig:
     """The `hosted_ai` section of a config mapping, validated; the API key's variable must be set."""
     if not isinstance(data, dict) or not isinstance(data.get("hosted_ai"), dict):
@@ -122,7 +117,7 @@ def parse_connector_config(data: Any, source: str = "config") -> HostedAiConfig:
     try:
         config = HostedAiConfig.model_validate(section)
     except ValidationError as exc:
-        raise ConnectorConfigError(f"{source}: {_describe(exc, 'hosted_ai')}") from None
+        raise ConnectorConfigError(f"{source}: {first_problem(exc, 'hosted_ai')}") from None
     try:
         config.resolve_api_key()
     except ConnectorConfigError as exc:
@@ -131,12 +126,4 @@ def parse_connector_config(data: Any, source: str = "config") -> HostedAiConfig:
 
 
 def load_connector_config(path: str | Path) -> HostedAiConfig:
-    try:
-        text = Path(path).read_text("utf-8")
-    except OSError as exc:
-        raise ConnectorConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConnectorConfigError(f"{path}: not valid YAML") from None
-    return parse_connector_config(data, str(path))
+    return parse_connector_config(read_yaml(path, ConnectorConfigError), str(path))

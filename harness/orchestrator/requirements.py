@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.connector import Requirements
 from harness.orchestrator.classifier import Label
+from harness.yamlfile import first_problem, read_yaml
 
 
 class ModelsConfigError(Exception):
@@ -57,27 +57,13 @@ class ModelClasses(_Strict):
         return self.classes.simple if label == "simple" else self.classes.complex
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{where}: {first['msg']}" if where else first["msg"]
-
-
 def parse_model_classes(data: Any, source: str = "models") -> ModelClasses:
     """A parsed models mapping, validated; `source` names it in errors."""
     try:
         return ModelClasses.model_validate(data)
     except ValidationError as exc:
-        raise ModelsConfigError(f"{source}: {_describe(exc)}") from None
+        raise ModelsConfigError(f"{source}: {first_problem(exc)}") from None
 
 
 def load_model_classes(path: str | Path) -> ModelClasses:
-    try:
-        text = Path(path).read_text("utf-8")
-    except OSError as exc:
-        raise ModelsConfigError(f"{path}: cannot read the models file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ModelsConfigError(f"{path}: not valid YAML") from None
-    return parse_model_classes(data, str(path))
+    return parse_model_classes(read_yaml(path, ModelsConfigError, "models file"), str(path))

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.connector import ConnectorConfigError, HostedAiConfig, parse_connector_config
 from harness.orchestrator import ModelClasses, ModelsConfigError, load_model_classes
+from harness.yamlfile import first_problem, read_yaml
 
 _KEYS = ("hosted_ai", "service", "models")
 
@@ -54,9 +54,7 @@ def _validated_service(data: Any, source: str) -> ServiceSettings:
     try:
         return ServiceSettings.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ServiceConfigError(f"{source}: service{'.' + where if where else ''}: {first['msg']}") from None
+        raise ServiceConfigError(f"{source}: {first_problem(exc, 'service')}") from None
 
 
 def parse_service_config(data: Any, source: str = "config", base_dir: Path | None = None) -> HarpoonConfig:
@@ -86,12 +84,4 @@ def parse_service_config(data: Any, source: str = "config", base_dir: Path | Non
 
 def load_service_config(path: str | Path) -> HarpoonConfig:
     path = Path(path)
-    try:
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise ServiceConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ServiceConfigError(f"{path}: not valid YAML") from None
-    return parse_service_config(data, str(path), base_dir=path.parent)
+    return parse_service_config(read_yaml(path, ServiceConfigError), str(path), base_dir=path.parent)

@@ -15,8 +15,8 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
+from harness.argparsing import OneLineParser
 from harness.report import failures_text, summary_table, write_reports
 from harness.suites.base import RunOptions, Stopwatch, Suite, SuiteResult, Target
 from harness.target import TargetError, embedded_mock, url_target
@@ -42,14 +42,11 @@ def make_suite(name: str) -> Suite:
 VERIFY_ORDER = ("contract", "stateful", "chaos", "load")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Contract, stateful, chaos and load suites for HostedAI integrations.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(
+        prog=PROG, description="Contract, stateful, chaos and load suites for HostedAI integrations."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     helps = {
         "verify": "every suite against the embedded mock: the main job",
         "contract": "schemathesis over contracts/hostedai.v1.yaml",

@@ -10,10 +10,10 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import NoReturn
 
 from aiohttp import web
 
+from harness.argparsing import OneLineParser
 from harness.service.app import create_service_app
 from harness.service.config import HarpoonConfig, ServiceConfigError, load_service_config
 
@@ -21,13 +21,8 @@ PROG = "harpoon-service"
 DEFAULT_CONFIG = "configs/harpoon.yaml"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Harpoon's /v2/process service, running requests on HostedAI.")
+    parser = OneLineParser(prog=PROG, description="Harpoon's /v2/process service, running requests on HostedAI.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config file (default: {DEFAULT_CONFIG})")
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: verify run service test lint typecheck bench clean
+.PHONY: verify run service load test lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: $(BIN)/.installed  ## Start the mock HostedAI server on 127.0.0.1:8000
 
 service: $(BIN)/.installed  ## Start the Harpoon /v2/process service on 127.0.0.1:8080 (HOSTED_AI_API_KEY set)
 	$(BIN)/harpoon-service $(ARGS)
+
+load: $(BIN)/.installed  ## The load suite (locust, SLO gates) against the embedded mock; ARGS="--target URL" for another
+	$(BIN)/hostedai-harness load --report-dir reports $(ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -30,6 +30,7 @@ SUITES = {
     "contract": "harness.suites.contract:ContractSuite",
     "stateful": "harness.suites.stateful:StatefulSuite",
     "chaos": "harness.suites.chaos:ChaosSuite",
+    "load": "harness.suites.load:LoadSuite",
 }
 
 
@@ -88,8 +89,6 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> tuple[SuiteResult, Target | None]:
-    if name == "load":
-        return SuiteResult("load", skipped_reason="the load suite is not built yet (see the load-testing issue)"), None
     suite = make_suite(name)
     watch = Stopwatch()
     if args.target == "mock":
@@ -119,9 +118,6 @@ async def _run(args: argparse.Namespace) -> int:
             f"{PROG}: error: verify runs against the embedded mock; name one suite to test {args.target}",
             file=sys.stderr,
         )
-        return 2
-    if args.command == "load":
-        print(f"{PROG}: error: the load suite is not built yet (see the load-testing issue)", file=sys.stderr)
         return 2
     options = RunOptions(
         seed=args.seed, examples=args.examples, report_dir=args.report_dir, max_allocations=args.max_allocations

@@ -20,7 +20,6 @@ from harness.cli import main
         (["contract", "--target", "ftp://x"], "--target must be `mock` or an http(s) URL"),
         (["contract", "--target", "http://127.0.0.1:9", "--api-key-env", "NOPE_NOT_SET"], "NOPE_NOT_SET"),
         (["verify", "--target", "http://127.0.0.1:9"], "verify runs against the embedded mock"),
-        (["load"], "the load suite is not built yet"),
         (["dance"], "invalid choice"),
     ],
 )
@@ -61,7 +60,7 @@ def test_verify_passes_on_the_real_mock_and_writes_reports(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED (seed 5, examples 3)" in result.stdout
-    for suite in ("contract", "stateful", "chaos"):
+    for suite in ("contract", "stateful", "chaos", "load"):
         assert any(line.startswith(suite) and line.rstrip().endswith("PASS") for line in result.stdout.splitlines())
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["ok"] is True

@@ -57,6 +57,7 @@ from harness.orchestrator import (
     load_model_classes,
 )
 from harness.suites.base import CheckResult, RunOptions, Stopwatch, SuiteResult, Target
+from harness.suites.control_plane import ControlPlane, ControlPlaneError
 
 REGION_OUTAGE = "region-outage"
 TEXTS: tuple[tuple[str, str], ...] = (
@@ -64,7 +65,6 @@ TEXTS: tuple[tuple[str, str], ...] = (
     ("complex", "Explain why overcommit raises latency, and compare spatial with temporal GPU sharing."),
 )
 
-_ADMIN_TIMEOUT = aiohttp.ClientTimeout(total=15)
 _EPS = 1e-6
 
 Kind = Literal["ok", "fallback", "error", "foreign", "dishonest", "hang"]
@@ -73,61 +73,6 @@ Kind = Literal["ok", "fallback", "error", "foreign", "dishonest", "hang"]
 def default_model_classes() -> ModelClasses:
     """The request classes of configs/models.yaml (shipped inside the package when installed)."""
     return load_model_classes(MODELS_FILE)
-
-
-# ---- the control plane, over HTTP -----------------------------------------------------------------
-
-
-class ControlPlaneError(Exception):
-    """The mock's control plane did not do what the suite asked (one line)."""
-
-
-class ControlPlane:
-    def __init__(self, session: aiohttp.ClientSession, target: Target) -> None:
-        self._session = session
-        self._url = target.url.rstrip("/")
-        self._headers = {"X-Admin-Token": target.admin_token or ""}
-
-    async def call(
-        self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None, expect: int = 200
-    ) -> Any:
-        try:
-            async with self._session.request(
-                method, f"{self._url}{path}", json=body, params=params, headers=self._headers, timeout=_ADMIN_TIMEOUT
-            ) as resp:
-                text = await resp.text()
-                if resp.status != expect:
-                    raise ControlPlaneError(f"{method} {path} answered {resp.status}: {text[:300]}")
-                return await resp.json(content_type=None) if text else None
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ControlPlaneError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
-
-    async def scenarios(self) -> list[str]:
-        answer = await self.call("GET", "/_admin/scenarios")
-        return [str(s["name"]) for s in answer["scenarios"]]
-
-    async def state(self) -> dict[str, Any]:
-        answer: dict[str, Any] = await self.call("GET", "/_admin/state")
-        return answer
-
-    async def reset(self, seed: int) -> None:
-        await self.call("POST", "/_admin/reset", body={"seed": seed})
-
-    async def apply(self, scenario: str) -> list[dict[str, Any]]:
-        answer = await self.call("POST", f"/_admin/scenarios/{scenario}", expect=201)
-        return list(answer["rules"])
-
-    async def advance(self, seconds: float) -> float:
-        answer = await self.call("POST", "/_admin/clock/advance", body={"seconds": seconds})
-        return float(answer["now_s"])
-
-    async def journal(self, **params: str | int) -> list[dict[str, Any]]:
-        answer = await self.call("GET", "/_admin/journal", params=params)
-        return list(answer["entries"])
-
-    async def leaks(self) -> list[dict[str, Any]]:
-        answer = await self.call("GET", "/_admin/leaks")
-        return list(answer["leaks"])
 
 
 # ---- time: nothing really waits -------------------------------------------------------------------

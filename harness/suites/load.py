@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 
 from harness.suites.base import CheckResult, Outcome, RunOptions, Stopwatch, SuiteResult, Target
-from harness.suites.chaos import ControlPlane, ControlPlaneError
+from harness.suites.control_plane import ControlPlane, ControlPlaneError
 
 _HERE = Path(__file__).resolve()
 # Inside the package when installed from a wheel that ships it, else the checkout's loadtests/.

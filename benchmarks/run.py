@@ -1,18 +1,35 @@
 """Benchmarks of the mock server, each figure a ratio to a baseline measured in the same run.
 
-    python -m benchmarks.run            # all, rewrites docs/benchmarks.md
+    python -m benchmarks.run            # all, rewrites docs/benchmarks.md (about 6 minutes on 2 cores)
     python -m benchmarks.run --rounds 3 --seconds 2
+    python -m benchmarks.run --only cycle,scale     # some sections; prints, does not write the doc
 
-Inference throughput: the mock's `POST /v1/inference` (manual clock, so nothing sleeps; request
-validation on) against `benchmarks/minimal_server.py`, a bare aiohttp JSON handler. Each server runs in
-its own process pinned to CPU 0, wrk (Debian's package) drives it from CPU 1, all on 127.0.0.1. Rounds
-alternate baseline and mock; the reported ratio is the median of the per-round ratios, so drift in the
-machine's speed during the run cancels out.
+Every server runs in its own process pinned to CPU 0 and every load generator (wrk, the timing
+client, locust) in its own process pinned to CPU 1, all on 127.0.0.1. Rounds alternate baseline and
+subject; a reported ratio is the median of the per-round ratios, so drift in the machine's speed
+during the run cancels out. Every load loop is bounded in count or time (wrk and locust by duration,
+the clients by request count and a timeout). Sections:
+
+- inference: the mock's `POST /v1/inference` (manual clock, so nothing sleeps; requests validated,
+  and again with responses validated too) against `benchmarks/minimal_server.py`, a bare aiohttp JSON
+  handler, driven by wrk.
+- cycle: allocate → infer → release, chained by a wrk Lua script (`benchmarks/cycle.lua`), against
+  the same minimal server's three routes.
+- timing: the mock on the real clock with a model whose inference takes exactly 100 ms, N inferences
+  in flight at once (`benchmarks/timing_client.py`), |observed − 100 ms|; the baseline is the minimal
+  server's inference route doing `await asyncio.sleep(0.1)`.
+- scale: the simulator in-process (`benchmarks/scale.py`): bytes per live allocation with 100,000 on
+  10,000 GPUs, and µs per allocate + release at 100, 1,000 and 10,000 GPUs.
+- locust: what one locust process (and a master with 2 workers) drives against the mock, against what
+  wrk drives against the minimal server (`benchmarks/locustfile.py`: `GET /v1/pools`).
+- prism: Stoplight Prism mocking contracts/hostedai.v1.yaml, as a peer, on the inference path
+  (installed with npm into a temporary directory; skipped with a note when it cannot be).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -26,15 +43,21 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 API_KEY = "dev-key"
 PROMPT = "Summarise the integration guide in one short sentence, please."
+SECTIONS = ("inference", "cycle", "timing", "scale", "locust", "prism")
+PRISM_VERSION = "5"
+CONFIGURED_MS = 100.0
+TIMING_TARGET_MS = 5.0
 
 
 class BenchmarkError(Exception):
@@ -52,13 +75,14 @@ def _pin(cpu: int) -> list[str]:
 
 
 @contextmanager
-def server(argv: list[str], port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*_pin(0), sys.executable, *argv], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+def server(argv: list[str], port: int, *, python: bool = True, wait_s: float = 10.0) -> Iterator[str]:
+    """A server process pinned to CPU 0 (`python -m ...` unless `python` is False), until the block ends."""
+    command = [*_pin(0), sys.executable, *argv] if python else [*_pin(0), *argv]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + wait_s
+        while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.1):
                     break
@@ -66,13 +90,21 @@ def server(argv: list[str], port: int) -> Iterator[str]:
                 if proc.poll() is not None:
                     stderr = proc.stderr.read().decode() if proc.stderr else ""
                     raise BenchmarkError(f"server {argv} exited: {stderr}") from None
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(f"server {argv} did not listen on {port}") from None
                 time.sleep(0.05)
-        else:
-            raise BenchmarkError(f"server {argv} did not listen on {port}")
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def mock_argv(port: int, *extra: str, clock: str = "manual") -> list[str]:
+    return ["-m", "mock_server", "--port", str(port), "--clock", clock, "--log-level", "WARNING", *extra]
 
 
 def _post(url: str, path: str, body: dict[str, object]) -> dict[str, object]:
@@ -86,38 +118,54 @@ def _post(url: str, path: str, body: dict[str, object]) -> dict[str, object]:
         return result
 
 
+# ---- wrk -------------------------------------------------------------------------------------------
+
+
 @dataclass
 class WrkResult:
     rps: float
     p99_ms: float
+    output: str
 
 
-def wrk(url: str, path: str, body: dict[str, object], seconds: int, connections: int) -> WrkResult:
-    script = f"""
-wrk.method = "POST"
-wrk.body = [[{json.dumps(body)}]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {API_KEY}"
-"""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    try:
-        out = subprocess.run(
-            [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url + path],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 30,
-        ).stdout
-    finally:
-        os.unlink(f.name)
+def _run_wrk(url: str, seconds: int, connections: int, script: str | None, env: dict[str, str] | None = None) -> str:
+    command = [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", script]
+    out = subprocess.run(
+        [*command, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+        env={**os.environ, **(env or {})},
+    ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
-        raise BenchmarkError(f"wrk saw errors against {url}{path}:\n{out}")
+        raise BenchmarkError(f"wrk saw errors against {url}:\n{out}")
+    return out
+
+
+def _parse_wrk(out: str) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
-    return WrkResult(rps, p99_ms)
+    return WrkResult(rps, p99_ms, out)
+
+
+def wrk(
+    url: str, path: str, body: dict[str, object] | None, seconds: int, connections: int, method: str = "POST"
+) -> WrkResult:
+    """wrk sending one request over and over: `method path` with a JSON body (or none)."""
+    lines = [f'wrk.method = "{method}"', f'wrk.headers["Authorization"] = "Bearer {API_KEY}"']
+    if body is not None:
+        lines += [f"wrk.body = [[{json.dumps(body)}]]", 'wrk.headers["Content-Type"] = "application/json"']
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        return _parse_wrk(_run_wrk(url + path, seconds, connections, f.name))
+    finally:
+        os.unlink(f.name)
 
 
 @dataclass
@@ -135,16 +183,17 @@ class Comparison:
         return statistics.median(self.ratios)
 
 
+# ---- inference path --------------------------------------------------------------------------------
+
+
 def inference_throughput(rounds: int, seconds: int, connections: int, strict: bool) -> Comparison:
     base_port, mock_port = free_port(), free_port()
-    mock_argv = ["-m", "mock_server", "--port", str(mock_port), "--clock", "manual", "--log-level", "WARNING"]
-    if strict:
-        mock_argv.append("--strict")
+    argv = mock_argv(mock_port, *(["--strict"] if strict else []))
     name = "inference, strict (requests and responses validated)" if strict else "inference (requests validated)"
     result = Comparison(name, [], [])
     with (
         server(["-m", "benchmarks.minimal_server", str(base_port)], base_port) as base,
-        server(mock_argv, mock_port) as mock,
+        server(argv, mock_port) as mock,
     ):
         alloc = _post(
             mock,
@@ -161,6 +210,316 @@ def inference_throughput(rounds: int, seconds: int, connections: int, strict: bo
     return result
 
 
+# ---- full cycle ------------------------------------------------------------------------------------
+
+
+def _cycles_per_s(url: str, seconds: int, connections: int) -> float:
+    out = _run_wrk(url, seconds, connections, str(HERE / "cycle.lua"), {"CYCLE_POOL": "gpu-pool-1"})
+    found = re.search(r"CYCLES (\d+) UNEXPECTED (\d+) DURATION_US (\d+)", out)
+    if found is None or int(found.group(2)):
+        raise BenchmarkError(f"the cycle script saw unexpected answers from {url}:\n{out}")
+    return int(found.group(1)) / (int(found.group(3)) / 1e6)
+
+
+def cycle_throughput(rounds: int, seconds: int, connections: int) -> Comparison:
+    base_port, mock_port = free_port(), free_port()
+    result = Comparison("allocate → infer → release (cycles/s)", [], [])
+    with (
+        server(["-m", "benchmarks.minimal_server", str(base_port)], base_port) as base,
+        server(mock_argv(mock_port), mock_port) as mock,
+    ):
+        _cycles_per_s(base, 1, connections)
+        _cycles_per_s(mock, 1, connections)
+        for _ in range(rounds):
+            result.baseline_rps.append(_cycles_per_s(base, seconds, connections))
+            result.subject_rps.append(_cycles_per_s(mock, seconds, connections))
+    return result
+
+
+# ---- timing fidelity -------------------------------------------------------------------------------
+
+TIMING_CONFIG: dict[str, Any] = {
+    "server": {"host": "127.0.0.1", "admin_token": None},
+    "simulation": {"seed": 0, "clock": "real", "time_scale": 1.0},
+    "pools": [
+        {
+            "id": "pool",
+            "gpu_type": "H100-80GB",
+            "gpus": 1,
+            "tflops_per_gpu": 989,
+            "vram_mb_per_gpu": 81920,
+        }
+    ],
+    "models": {
+        # Exactly 100 ms whatever the load: no per-token time, no jitter, no queueing.
+        "fixed-100ms": {
+            "vram_mb": 1024,
+            "tflops": 10,
+            "max_tokens": 64,
+            "context_tokens": 4096,
+            "pools": ["pool"],
+            "ttft_sigma": 0,
+            "itl_sigma": 0,
+            "max_concurrency": 1_000_000,
+            "latency": {"H100-80GB": {"prefill_overhead_ms": 100, "prefill_per_token_us": 0, "tpot_ms": 0}},
+        }
+    },
+    "tenants": {"dev": {"api_keys": [API_KEY]}},
+}
+
+
+@dataclass
+class TimingRow:
+    concurrency: int
+    baseline_ms: list[float]
+    mock_ms: list[float]
+
+    @staticmethod
+    def _errors(latencies: list[float]) -> list[float]:
+        return sorted(abs(x - CONFIGURED_MS) for x in latencies)
+
+    @staticmethod
+    def _pct(values: list[float], p: float) -> float:
+        return values[min(len(values) - 1, max(0, round(p * len(values)) - 1))]
+
+    def pct(self, which: str, p: float) -> float:
+        return self._pct(self._errors(self.baseline_ms if which == "baseline" else self.mock_ms), p)
+
+
+def _timing_client(port: int, allocation_id: str, concurrency: int, rounds: int) -> list[float]:
+    out = subprocess.run(
+        [
+            *_pin(1),
+            sys.executable,
+            "-m",
+            "benchmarks.timing_client",
+            "--port",
+            str(port),
+            "--allocation-id",
+            allocation_id,
+            "--concurrency",
+            str(concurrency),
+            "--rounds",
+            str(rounds),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    result = json.loads(out)
+    if result["failures"]:
+        raise BenchmarkError(f"timing client: {len(result['failures'])} failures, e.g. {result['failures'][:3]}")
+    latencies: list[float] = result["latencies_ms"]
+    return latencies
+
+
+def timing_fidelity(levels: list[int], rounds: int) -> list[TimingRow]:
+    base_port, mock_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "timing.json"  # JSON is YAML
+        config.write_text(json.dumps(TIMING_CONFIG))
+        with (
+            server(["-m", "benchmarks.minimal_server", str(base_port), "--sleep", "0.1"], base_port),
+            server(mock_argv(mock_port, "--config", str(config), clock="real"), mock_port) as mock,
+        ):
+            alloc = _post(
+                mock,
+                "/v1/allocate",
+                {"pool_id": "pool", "requirements": {"tflops": 10, "vram_mb": 1024, "model": "fixed-100ms"}},
+            )
+            allocation_id = str(alloc["allocation_id"])
+            rows = []
+            for n in levels:
+                rows.append(
+                    TimingRow(
+                        n,
+                        _timing_client(base_port, allocation_id, n, rounds),
+                        _timing_client(mock_port, allocation_id, n, rounds),
+                    )
+                )
+    return rows
+
+
+# ---- scale (in-process) ----------------------------------------------------------------------------
+
+
+def scale(rounds: int, cycles: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [*_pin(0), sys.executable, "-m", "benchmarks.scale", "--rounds", str(rounds), "--cycles", str(cycles)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+# ---- locust capacity -------------------------------------------------------------------------------
+
+
+@dataclass
+class LocustResult:
+    wrk_baseline: list[float] = field(default_factory=list)
+    wrk_mock: list[float] = field(default_factory=list)
+    locust_mock: list[float] = field(default_factory=list)
+    locust_baseline: list[float] = field(default_factory=list)
+    locust_workers_mock: list[float] = field(default_factory=list)
+    users: int = 0
+    seconds: int = 0
+
+
+def _locust(url: str, seconds: int, users: int, workers: int) -> float:
+    """Requests/s one locust run drove (`workers` 0: one process; else a master and that many workers)."""
+    locust = str(Path(sys.executable).with_name("locust"))
+    common = ["-f", str(HERE / "locustfile.py"), "--loglevel", "WARNING"]
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        run = [
+            *common,
+            "--headless",
+            "--only-summary",
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{seconds}s",
+            "--stop-timeout",
+            "2",
+            "-H",
+            url,
+            "--csv",
+            f"{tmp}/run",
+        ]
+        if workers:
+            port = free_port()
+            run += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
+            run += ["--expect-workers", str(workers), "--expect-workers-max-wait", "30"]
+            for _ in range(workers):
+                worker = subprocess.Popen(
+                    [*_pin(1), locust, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                stack.callback(_stop, worker)
+        subprocess.run(
+            [*_pin(1), locust, *run],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+            env={**os.environ, "BENCH_MAX_REQUESTS": str(200_000)},
+        )
+        with open(f"{tmp}/run_stats.csv", newline="") as f:
+            rows = {row["Name"]: row for row in csv.DictReader(f)}
+    total = rows["Aggregated"]
+    if int(total["Failure Count"]):
+        raise BenchmarkError(f"locust saw {total['Failure Count']} failures against {url}")
+    return float(total["Requests/s"])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def locust_capacity(rounds: int, seconds: int, users: int) -> LocustResult:
+    base_port, mock_port = free_port(), free_port()
+    result = LocustResult(users=users, seconds=seconds)
+    with (
+        server(["-m", "benchmarks.minimal_server", str(base_port)], base_port) as base,
+        server(mock_argv(mock_port), mock_port) as mock,
+    ):
+        wrk(base, "/v1/pools", None, 1, users, method="GET")
+        wrk(mock, "/v1/pools", None, 1, users, method="GET")
+        for _ in range(rounds):
+            result.wrk_baseline.append(wrk(base, "/v1/pools", None, seconds, users, method="GET").rps)
+            result.locust_mock.append(_locust(mock, seconds, users, 0))
+            result.locust_workers_mock.append(_locust(mock, seconds, users, 2))
+            result.wrk_mock.append(wrk(mock, "/v1/pools", None, seconds, users, method="GET").rps)
+            result.locust_baseline.append(_locust(base, seconds, users, 0))
+    return result
+
+
+# ---- prism -----------------------------------------------------------------------------------------
+
+
+def _install_prism() -> tuple[Path | None, str]:
+    """Prism's binary, installed with npm into a temporary directory kept between runs; or why not."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        return None, "node and npm are not installed"
+    prefix = Path(tempfile.gettempdir()) / "hostedai-bench-prism"
+    binary = prefix / "node_modules" / ".bin" / "prism"
+    if not binary.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(
+                [
+                    "npm",
+                    "install",
+                    "--prefix",
+                    str(prefix),
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    f"@stoplight/prism-cli@{PRISM_VERSION}",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            return None, f"npm install @stoplight/prism-cli failed: {str(exc)[:200]}"
+    if not binary.exists():
+        return None, "npm installed no prism binary"
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    return binary, version
+
+
+@dataclass
+class PrismResult:
+    comparison: Comparison | None
+    note: str
+
+
+def prism_inference(rounds: int, seconds: int, connections: int) -> PrismResult:
+    binary, note = _install_prism()
+    if binary is None:
+        return PrismResult(None, note)
+    base_port, prism_port = free_port(), free_port()
+    result = Comparison("Prism mock (inference)", [], [])
+    contract = str(ROOT / "contracts" / "hostedai.v1.yaml")
+    prism = [str(binary), "mock", "-h", "127.0.0.1", "-p", str(prism_port), "--verboseLevel", "error", contract]
+    body: dict[str, object] = {
+        "allocation_id": "alloc_3f9c2a1b7d4e5f60",
+        "prompt": PROMPT,
+        "max_tokens": 16,
+        "temperature": 0.7,
+    }
+    with (
+        server(["-m", "benchmarks.minimal_server", str(base_port)], base_port) as base,
+        server(prism, prism_port, python=False, wait_s=60) as peer,
+    ):
+        wrk(base, "/v1/inference", body, 1, connections)
+        wrk(peer, "/v1/inference", body, 3, connections)  # Node's JIT warms up longer
+        for _ in range(rounds):
+            result.baseline_rps.append(wrk(base, "/v1/inference", body, seconds, connections).rps)
+            result.subject_rps.append(wrk(peer, "/v1/inference", body, seconds, connections).rps)
+    return PrismResult(result, f"@stoplight/prism-cli {note}")
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -175,19 +534,27 @@ def machine() -> str:
     )
 
 
-def write_report(comparisons: list[Comparison], args: argparse.Namespace) -> str:
+@dataclass
+class Results:
+    inference: list[Comparison] = field(default_factory=list)
+    cycle: Comparison | None = None
+    timing: list[TimingRow] = field(default_factory=list)
+    scale: dict[str, Any] | None = None
+    locust: LocustResult | None = None
+    prism: PrismResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _ratios(c: Comparison) -> str:
+    return ", ".join(f"{r:.2f}" for r in c.ratios)
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _inference_section(results: Results) -> list[str]:
     lines = [
-        "# Benchmarks",
-        "",
-        "Every figure is a ratio to a baseline measured in the same run, on the same machine, so it holds",
-        "across machines better than a raw number would. Regenerate with `make bench`",
-        "(`python -m benchmarks.run`); the method is in `benchmarks/run.py`.",
-        "",
-        f"Last run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {machine()};",
-        f"{args.rounds} alternating rounds of {args.seconds} s, wrk with 1 thread and {args.connections}",
-        "connections,",
-        "server pinned to CPU 0 and wrk to CPU 1, all on 127.0.0.1.",
-        "",
         "## Inference path throughput against a minimal aiohttp handler",
         "",
         "The mock answers `POST /v1/inference` on the manual clock (nothing sleeps), validating each request",
@@ -197,12 +564,11 @@ def write_report(comparisons: list[Comparison], args: argparse.Namespace) -> str
         "| path | baseline req/s (median) | mock req/s (median) | per-round ratios | median ratio | target |",
         "|---|---|---|---|---|---|",
     ]
-    for c in comparisons:
-        ratios = ", ".join(f"{r:.2f}" for r in c.ratios)
+    for c in results.inference:
         verdict = "met" if c.median_ratio >= 0.5 else f"missed by {0.5 - c.median_ratio:.2f}"
         lines.append(
-            f"| {c.name} | {statistics.median(c.baseline_rps):.0f} | {statistics.median(c.subject_rps):.0f} "
-            f"| {ratios} | **{c.median_ratio:.2f}** | ≥ 0.5: {verdict} |"
+            f"| {c.name} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} "
+            f"| {_ratios(c)} | **{c.median_ratio:.2f}** | ≥ 0.5: {verdict} |"
         )
     lines += [
         "",
@@ -216,27 +582,324 @@ def write_report(comparisons: list[Comparison], args: argparse.Namespace) -> str
         "rounds.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def _cycle_section(c: Comparison, inference: list[Comparison]) -> list[str]:
+    reference = ""
+    if inference:
+        reference = f" (the inference path alone: {inference[0].median_ratio:.2f} in this run)"
+    return [
+        "## Full cycle: allocate → infer → release",
+        "",
+        "Each allocation goes `POST /v1/allocate` → `POST /v1/inference` → `DELETE /v1/allocate/{id}`, chained",
+        "through the answers by `benchmarks/cycle.lua` (ids move from one wrk callback to the next request;",
+        "at most about two live allocations per connection). The mock runs on the manual clock; the baseline",
+        "is the minimal server's three routes (allocate answers a fresh id, release 204). No target of its",
+        f"own; for reference the inference path's is a ratio of at least 0.5{reference}.",
+        "",
+        "| path | baseline cycles/s (median) | mock cycles/s (median) | per-round ratios | median ratio |",
+        "|---|---|---|---|---|",
+        f"| {c.name} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} | {_ratios(c)} "
+        f"| **{c.median_ratio:.2f}** |",
+        "",
+        "What limits it: each cycle is three requests through the same aiohttp, validation and metrics",
+        "machinery as the inference path, and the baseline's allocate and release are even cheaper than its",
+        "inference (no output document). On the mock, allocate adds the simulator's bookkeeping (the",
+        "allocation, the snapshot it answers with, ledger, usage, lease) and rendering the allocation;",
+        "release ends it. Placement is a few µs of that (see Scale). The mock keeps every ended allocation",
+        "for the retention window and in the usage ledger, so its memory grows with the cycles run (by",
+        "design: a bill must not lose records).",
+        "",
+    ]
+
+
+def _timing_section(rows: list[TimingRow], rounds: int) -> list[str]:
+    lines = [
+        "## Timing fidelity on the real clock",
+        "",
+        "The mock on the real clock with one model whose inference takes exactly 100 ms (no per-token time,",
+        "no jitter, `max_concurrency` far above the load), one allocation; `benchmarks/timing_client.py`",
+        "(pinned to CPU 1) opens N keep-alive connections, writes one inference on each in one go and times",
+        "each from its write to the end of its answer; |observed − 100 ms| over "
+        f"{rounds} bursts after a warm-up burst.",
+        "The baseline is the minimal server answering after `await asyncio.sleep(0.1)`: what any one-process",
+        "asyncio server adds. Target: p99 ≤ 5 ms at N = 1,000.",
+        "",
+        "| in flight (N) | baseline p50 / p99 (ms) | mock p50 / p99 (ms) | mock − baseline p99 (ms) "
+        "| p99 ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        b50, b99 = row.pct("baseline", 0.5), row.pct("baseline", 0.99)
+        m50, m99 = row.pct("mock", 0.5), row.pct("mock", 0.99)
+        target = ""
+        if row.concurrency == 1000:
+            target = (
+                "≤ 5 ms: met"
+                if m99 <= TIMING_TARGET_MS
+                else f"≤ 5 ms: missed by {m99 - TIMING_TARGET_MS:.0f} ms (baseline misses by "
+                f"{max(0.0, b99 - TIMING_TARGET_MS):.0f} ms)"
+            )
+        lines.append(
+            f"| {row.concurrency:,} | {b50:.1f} / {b99:.1f} | {m50:.1f} / {m99:.1f} | {m99 - b99:+.1f} "
+            f"| {m99 / b99 if b99 else float('nan'):.2f} | {target} |"
+        )
+    at_1000 = next((r for r in rows if r.concurrency == 1000), None)
+    lines += [""]
+    if at_1000 is not None:
+        b99, m99 = at_1000.pct("baseline", 0.99), at_1000.pct("mock", 0.99)
+        lines += [
+            "What limits it: the sleeps are exact; the error is queueing for one CPU. A burst of N requests is",
+            "parsed and answered one after another by one process, so the last request of a burst starts its",
+            "100 ms up to N × (CPU per request) late, and its answer leaves as late again behind the others",
+            "finishing at the same moment: the error grows with N for both servers. At N = 1,000 the mock's p99",
+            f"error is {m99:.0f} ms against {b99:.0f} ms for a bare `asyncio.sleep` handler ({m99 / b99:.1f}×): the",
+            "mock's CPU per request on this path (request validation, simulation, metrics, rendering, and an",
+            "event plus the task `asyncio.wait_for` makes per inference in `Waiters.sleep_while_active`)",
+            "against the baseline's parse-sleep-answer. The 5 ms target is out of reach at that burst",
+            "for any single-process Python server on this machine (the baseline misses it too); it holds for",
+            "bursts of about ten. Closing the gap takes less CPU per request in the HTTP layer or more server",
+            "processes, not a better timer.",
+            "",
+        ]
+    return lines
+
+
+def _scale_section(scale_result: dict[str, Any]) -> list[str]:
+    mem = scale_result["memory"]
+    per_alloc, plain = mem["bytes_per_allocation"], mem["baseline_bytes_per_allocation"]
+    verdict = "met" if per_alloc <= 1024 else f"missed by {per_alloc - 1024:.0f} bytes"
+    lines = [
+        "## Scale: 100,000 live allocations on 10,000 GPUs (in-process, no HTTP)",
+        "",
+        "`benchmarks/scale.py` drives the simulator directly. Allocations are 2, 4 or 8 GB with 5, 10 or",
+        "20 TFLOPS (drawn at random, one label each) on H100-like GPUs (81,920 MB, 989 TFLOPS, overcommit 2).",
+        "",
+        "Memory (tracemalloc, after the simulator and its GPUs exist): what the live allocations add, per",
+        "allocation, against a baseline of the same allocations' fields in one plain dict each, keyed by id,",
+        "traced the same way. Target: ≤ 1 KB per allocation.",
+        "",
+        "| allocations | GPUs | mock bytes per allocation | baseline bytes per allocation | ratio | target |",
+        "|---|---|---|---|---|---|",
+        f"| {mem['allocations']:,} | {mem['gpus']:,} | {per_alloc:.0f} | {plain:.0f} | **{per_alloc / plain:.2f}** "
+        f"| ≤ 1024: {verdict} |",
+        "",
+        f"The empty 10,000-GPU pool itself (GPUs and the placement index) takes "
+        f"{mem['simulator_empty_bytes'] / 1e6:.1f} MB, {mem['simulator_empty_bytes'] / mem['gpus']:.0f} bytes per GPU.",
+        "",
+        "Cost: µs per allocate + release (one cycle allocates a new allocation and releases a random live one,",
+        "so the live count stays put) with the same number of live allocations per GPU at every pool size,",
+        "against the 100-GPU pool as baseline. Target: the cost does not grow with the number of GPUs",
+        "(ratio ≈ 1). For comparison, the scan placement that allocate used before the index",
+        "(`placement.choose_gpu`) is timed on the same pools.",
+        "",
+        "| policy | live per GPU | µs/cycle at 100 / 1,000 / 10,000 GPUs | ratio 10,000 : 100 (quartiles) "
+        "| hot cycle: ratio | placement µs at 100 / 10,000 GPUs: index (scan) | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in scale_result["cost"]:
+        sizes = sorted(c["cycle_us"], key=int)
+        small, large = sizes[0], sizes[-1]
+        medians = [_med(c["cycle_us"][n]) for n in sizes]
+        per_round = [b / a for a, b in zip(c["cycle_us"][small], c["cycle_us"][large], strict=True)]
+        hot = [b / a for a, b in zip(c["hot_cycle_us"][small], c["hot_cycle_us"][large], strict=True)]
+        quartiles = statistics.quantiles(per_round, n=4)
+        ratio = _med(per_round)
+        verdict = "met" if ratio <= 1.1 else f"missed: {ratio:.2f}×"
+        index, scan = c["index_choose_us"], c["scan_choose_us"]
+        lines.append(
+            f"| {c['policy']} | {c['per_gpu']} | {' / '.join(f'{m:.0f}' for m in medians)} | **{ratio:.2f}** "
+            f"({quartiles[0]:.2f}–{quartiles[2]:.2f}) | {_med(hot):.2f} | {index[small]:.1f} ({scan[small]:,.0f}) / "
+            f"{index[large]:.1f} ({scan[large]:,.0f}) | ≈ 1: {verdict} |"
+        )
+    lines += [
+        "",
+        "The ratio is the median of per-round ratios (each round times the three sizes back to back), with",
+        "its quartiles; “≈ 1” is read as at most 1.1, since single rounds on this shared machine vary by 10–30 %.",
+        "A “hot” cycle releases the allocation it just made, so what it touches stays in the CPU caches.",
+        "",
+        "What limits it: placement is the per-pool index (`CapacityIndex` in `mock_server/sim/placement.py`),",
+        "a few µs at any size where the scan it replaces grew linearly (to milliseconds at 10,000 GPUs). For",
+        "best_fit and spread its updates touch a tree of at most 4,096 leaves over VRAM levels and groups of",
+        "GPUs holding the same amounts, so nothing grows with the pool; first_fit's tree is over GPU",
+        "positions, log₂ n deep (7 levels at 100 GPUs, 14 at 10,000), which is its residual growth. The rest",
+        "of a cycle is the simulator's bookkeeping, the same at every size: the allocation and the snapshot it",
+        "answers with (`dataclasses.replace`, the largest single cost), ids, tenant usage, ledger and",
+        "retention heap. Between the random and the hot cycle the difference is cache misses: at 10,000",
+        "GPUs the live state is 100× larger. The cost figures use a retention window of 0 (ended",
+        "allocations leave at once) so that every round sees the same state; the memory figure is live",
+        "allocations only.",
+        "",
+    ]
+    return lines
+
+
+def _locust_section(r: LocustResult) -> list[str]:
+    base = _med(r.wrk_baseline)
+    rows = [
+        ("wrk → minimal server (baseline)", r.wrk_baseline),
+        ("locust, 1 process → mock", r.locust_mock),
+        ("locust, master + 2 workers → mock", r.locust_workers_mock),
+        ("wrk → mock (what the mock can serve)", r.wrk_mock),
+        ("locust, 1 process → minimal server (what locust can send)", r.locust_baseline),
+    ]
+    lines = [
+        "## Locust capacity",
+        "",
+        "How many requests per second one locust process drives against the mock (`GET /v1/pools` with the",
+        f"`dev-key` bearer, `benchmarks/locustfile.py`: FastHttpUser, no wait time, {r.users} users, {r.seconds} s",
+        "per run), next to what wrk drives against the minimal server with as many connections. Locust",
+        "processes (master and workers alike) are pinned to CPU 1 like wrk, the servers to CPU 0.",
+        "",
+        "| load generator → server | req/s per round | median req/s | ratio to wrk → minimal server |",
+        "|---|---|---|---|",
+    ]
+    for name, values in rows:
+        per_round = ", ".join(f"{v:.0f}" for v in values)
+        lines.append(f"| {name} | {per_round} | {_med(values):.0f} | **{_med(values) / base:.2f}** |")
+    lines += [
+        "",
+        "What limits it: one locust process is one Python process (gevent); on this 2-core machine, with the",
+        "server holding the other core, a master with 2 workers shares the same core, so it adds coordination",
+        "rather than capacity. Compare “locust → mock” with “wrk → mock” (the mock's own ceiling) and “locust →",
+        "minimal server” (locust's own ceiling): the lower of the two bounds the first. The session locustfile",
+        "(`loadtests/locustfile.py`, 0.5–2 s think time per session) needs far fewer requests per user, so one",
+        "process carries many users before reaching this ceiling.",
+    ]
+    sender, server_ceiling = _med(r.locust_baseline), _med(r.wrk_mock)
+    if sender < server_ceiling:
+        lines.append(
+            f"In this run locust's ceiling ({sender:.0f} req/s) is below the mock's ({server_ceiling:.0f}): one locust"
+            " process, not the mock, is the limit."
+        )
+    else:
+        lines.append(
+            f"In this run the mock's ceiling ({server_ceiling:.0f} req/s) is below locust's ({sender:.0f}): the mock,"
+            " not locust, is the limit."
+        )
+    return [*lines, ""]
+
+
+def _prism_section(p: PrismResult, inference: list[Comparison]) -> list[str]:
+    lines = ["## Peer: Stoplight Prism on the inference path", ""]
+    if p.comparison is None:
+        return [*lines, f"Skipped: {p.note}.", ""]
+    c = p.comparison
+    lines += [
+        f"{p.note} (`prism mock contracts/hostedai.v1.yaml`, one Node process, static examples, request",
+        "validation on, logging at `error`), driven like the inference benchmark, against the same minimal",
+        "server in alternating rounds of this run. Prism keeps no state (it validates the request and answers",
+        "the contract's example), so it does less per request than the mock: the comparison places the mock",
+        "among contract mocks, it is not like for like.",
+        "",
+        "| server | baseline req/s (median) | peer req/s (median) | per-round ratios | median ratio |",
+        "|---|---|---|---|---|",
+        f"| Prism | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} | {_ratios(c)} | **{c.median_ratio:.2f}** |",
+    ]
+    for m in inference:
+        lines.append(
+            f"| this mock: {m.name} | {_med(m.baseline_rps):.0f} | {_med(m.subject_rps):.0f} | {_ratios(m)} "
+            f"| **{m.median_ratio:.2f}** |"
+        )
+    if inference:
+        lines += [
+            "",
+            f"The mock serves {inference[0].median_ratio / c.median_ratio:.1f}× Prism's requests per second "
+            "on this path (ratio of ratios).",
+        ]
+    return [*lines, ""]
+
+
+def write_report(results: Results, args: argparse.Namespace) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every figure is a ratio to a baseline measured in the same run, on the same machine, so it holds",
+        "across machines better than a raw number would. Regenerate with `make bench`",
+        "(`python -m benchmarks.run`); the method is in `benchmarks/run.py`.",
+        "",
+        f"Last run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {machine()};",
+        f"{args.rounds} alternating rounds of {args.seconds} s, wrk with 1 thread and {args.connections}",
+        "connections,",
+        "server pinned to CPU 0 and wrk to CPU 1, all on 127.0.0.1. Took "
+        + ", ".join(f"{name} {s:.0f} s" for name, s in results.seconds.items())
+        + ".",
+        "",
+    ]
+    if results.inference:
+        lines += _inference_section(results)
+    if results.cycle is not None:
+        lines += _cycle_section(results.cycle, results.inference)
+    if results.timing:
+        lines += _timing_section(results.timing, args.timing_rounds)
+    if results.scale is not None:
+        lines += _scale_section(results.scale)
+    if results.locust is not None:
+        lines += _locust_section(results.locust)
+    if results.prism is not None:
+        lines += _prism_section(results.prism, results.inference)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", help=f"comma-separated sections ({', '.join(SECTIONS)}); implies --no-write")
+    parser.add_argument("--timing-rounds", type=int, default=5, help="bursts per level (timing)")
+    parser.add_argument("--timing-levels", default="10,100,1000", help="in-flight counts (timing)")
+    parser.add_argument("--scale-rounds", type=int, default=21)
+    parser.add_argument("--scale-cycles", type=int, default=500, help="allocate+release cycles per round (scale)")
+    parser.add_argument("--locust-rounds", type=int, default=2)
+    parser.add_argument("--locust-seconds", type=int, default=5)
     parser.add_argument(
         "--no-write", action="store_true", help="print the report instead of writing docs/benchmarks.md"
     )
     args = parser.parse_args(argv)
+    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
         print("benchmarks: error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    comparisons = [
-        inference_throughput(args.rounds, args.seconds, args.connections, strict=False),
-        inference_throughput(args.rounds, args.seconds, args.connections, strict=True),
-    ]
-    report = write_report(comparisons, args)
-    if args.no_write:
+    results = Results()
+
+    @contextmanager
+    def section(name: str) -> Iterator[None]:
+        started = time.monotonic()
+        print(f"benchmarks: {name}…", file=sys.stderr, flush=True)
+        yield
+        results.seconds[name] = time.monotonic() - started
+
+    if "inference" in sections:
+        with section("inference"):
+            results.inference = [
+                inference_throughput(args.rounds, args.seconds, args.connections, strict=False),
+                inference_throughput(args.rounds, args.seconds, args.connections, strict=True),
+            ]
+    if "cycle" in sections:
+        with section("cycle"):
+            results.cycle = cycle_throughput(args.rounds, args.seconds, args.connections)
+    if "timing" in sections:
+        with section("timing"):
+            levels = [int(n) for n in args.timing_levels.split(",")]
+            results.timing = timing_fidelity(levels, args.timing_rounds)
+    if "scale" in sections:
+        with section("scale"):
+            results.scale = scale(args.scale_rounds, args.scale_cycles)
+    if "locust" in sections:
+        with section("locust"):
+            results.locust = locust_capacity(args.locust_rounds, args.locust_seconds, args.connections)
+    if "prism" in sections:
+        with section("prism"):
+            results.prism = prism_inference(args.rounds, args.seconds, args.connections)
+    report = write_report(results, args)
+    if args.no_write or args.only:
         print(report)
     else:
         DOCS.parent.mkdir(exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from mock_server.config import PoolConfig
 
@@ -72,6 +73,12 @@ class Allocation:
         return self.last_used_at + self.ttl_seconds
 
 
+class GpuWatcher(Protocol):
+    """Told after a GPU's free capacity or health changed (the placement index keeps itself exact so)."""
+
+    def gpu_changed(self, gpu: Gpu) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Gpu:
     gpu_id: str
@@ -79,11 +86,22 @@ class Gpu:
     index: int
     tflops: float
     vram_mb: int
-    healthy: bool = True
+    _healthy: bool = True
     tflops_allocated: float = 0.0
     vram_mb_allocated: int = 0
     inflight: int = 0
     allocations: dict[str, Allocation] = field(default_factory=dict)
+    watcher: GpuWatcher | None = field(default=None, repr=False)
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        self._healthy = value
+        if self.watcher is not None:
+            self.watcher.gpu_changed(self)
 
     @property
     def load(self) -> float:
@@ -94,6 +112,8 @@ class Gpu:
         self.allocations[alloc.allocation_id] = alloc
         self.tflops_allocated += alloc.tflops
         self.vram_mb_allocated += alloc.vram_mb
+        if self.watcher is not None:
+            self.watcher.gpu_changed(self)
 
     def give_back(self, alloc: Allocation) -> None:
         del self.allocations[alloc.allocation_id]
@@ -102,6 +122,8 @@ class Gpu:
         if not self.allocations:
             # Floating-point sums of tflops drift; an empty GPU holds exactly nothing.
             self.tflops_allocated = 0.0
+        if self.watcher is not None:
+            self.watcher.gpu_changed(self)
 
 
 @dataclass(slots=True, eq=False)

@@ -141,6 +141,7 @@ class Simulator:
         self._rng_output = random.Random(textgen.stable_seed("output", self.seed))
         self.pools: dict[str, Pool] = {}
         self.gpus: dict[str, Gpu] = {}
+        self.placement_index: dict[str, placement.CapacityIndex] = {}
         for pc in self.config.pools:
             gpus = [
                 Gpu(
@@ -154,6 +155,8 @@ class Simulator:
             ]
             self.pools[pc.id] = Pool(config=pc, gpus=gpus)
             self.gpus.update((g.gpu_id, g) for g in gpus)
+            # Watches the pool's GPUs from here on, so placement needs no scan of them.
+            self.placement_index[pc.id] = placement.CapacityIndex(pc, gpus)
         self.models: dict[str, ModelConfig] = dict(self.config.models)
         self.allocations: dict[str, Allocation] = {}
         self._by_tenant: dict[str, dict[str, Allocation]] = defaultdict(dict)
@@ -256,7 +259,7 @@ class Simulator:
         self._check_quota(tenant_id, spec)
 
         demand = placement.Demand(spec.tflops, spec.vram_mb, spec.overcommit, spec.priority)
-        gpu = placement.choose_gpu(pool.config, pool.gpus, demand)
+        gpu = self.placement_index[pool.pool_id].choose(demand)
         victims: list[Allocation] = []
         if gpu is None:
             preemption = placement.plan_preemption(pool.config, pool.gpus, demand)

@@ -18,6 +18,7 @@ COPY contracts/ contracts/
 COPY configs/ configs/
 COPY mock_server/ mock_server/
 COPY harness/ harness/
+COPY loadtests/ loadtests/
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
 
 FROM python:3.11-slim

@@ -719,7 +719,7 @@ def _scale_section(scale_result: dict[str, Any]) -> list[str]:
         "its quartiles; “≈ 1” is read as at most 1.1, since single rounds on this shared machine vary by 10–30 %.",
         "A “hot” cycle releases the allocation it just made, so what it touches stays in the CPU caches.",
         "",
-        "What limits it: placement is the per-pool index (`CapacityIndex` in `mock_server/sim/placement.py`),",
+        "What limits it: placement is the per-pool index (`mock_server/sim/capacity_index.py`),",
         "a few µs at any size where the scan it replaces grew linearly (to milliseconds at 10,000 GPUs). For",
         "best_fit and spread its updates touch a tree of at most 4,096 leaves over VRAM levels and groups of",
         "GPUs holding the same amounts, so nothing grows with the pool; first_fit's tree is over GPU",

@@ -1,10 +1,12 @@
 """`hostedai-harness`: is our HostedAI integration correct and resilient?
 
-    hostedai-harness verify                      every suite against the embedded mock (offline)
+    hostedai-harness verify                      every suite against a mock process (offline)
     hostedai-harness contract --target URL       one suite against a live HostedAI
     hostedai-harness stateful --seed 7 --examples 100
 
-Exit codes: 0 every check passed, 1 a check failed, 2 a usage or configuration error (one line).
+Exit codes: 0 every check passed, 1 a check failed, 2 the run could not decide (a usage or
+configuration error, a target that cannot be reached or rejects the key, a missing tool, nothing
+checked): one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.util
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from harness.argparsing import OneLineParser
-from harness.report import failures_text, summary_table, write_reports
-from harness.suites.base import RunOptions, Stopwatch, Suite, SuiteResult, Target
-from harness.target import TargetError, embedded_mock, url_target
+from harness.preflight import preflight
+from harness.report import failures_text, summary_line, summary_table, verdict, write_reports
+from harness.suites.base import RunOptions, Stopwatch, Suite, SuiteResult
+from harness.target import Target, TargetError, ca_bundle_path, mock_process, url_target
 
 PROG = "hostedai-harness"
-
 
 # suite name -> "module:class"; imported only when run, since each pulls in heavy dependencies
 # (schemathesis, hypothesis, the orchestrator).
@@ -32,15 +36,25 @@ SUITES = {
     "chaos": "harness.suites.chaos:ChaosSuite",
     "load": "harness.suites.load:LoadSuite",
 }
+# What each suite runs besides this package: checked before any suite starts.
+REQUIRES = {"contract": ("schemathesis",), "stateful": ("hypothesis",), "chaos": (), "load": ("locust",)}
+VERIFY_ORDER = ("contract", "stateful", "chaos", "load")
+_DEFAULTS = {"api_key_env": "HOSTED_AI_API_KEY", "max_allocations": 20}
+
+
+class MissingTool(Exception):
+    """A suite's tool is not installed (one line)."""
 
 
 def make_suite(name: str) -> Suite:
+    for tool in REQUIRES[name]:
+        if importlib.util.find_spec(tool) is None:
+            raise MissingTool(
+                f"the {name} suite needs {tool}, which is not installed here: pip install hostedai-testkit"
+            )
     module, cls = SUITES[name].split(":")
     factory: Callable[[], Suite] = getattr(importlib.import_module(module), cls)
     return factory()
-
-
-VERIFY_ORDER = ("contract", "stateful", "chaos", "load")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,24 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     helps = {
-        "verify": "every suite against the embedded mock: the main job",
-        "contract": "schemathesis over contracts/hostedai.v1.yaml",
+        "verify": "every suite against a mock process started for the run: the main job",
+        "contract": "schemathesis over contracts/hostedai.v1.yaml, and the behaviours a schema cannot express",
         "stateful": "a hypothesis state machine driving the real connector",
         "chaos": "the orchestrator through every fault scenario of the mock",
         "load": "the locust load test with its SLO gates",
     }
     for name, text in helps.items():
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--target", default="mock", help="`mock` (default: the embedded mock) or a base URL")
-        cmd.add_argument("--api-key-env", default="HOSTED_AI_API_KEY", help="variable holding the API key")
+        cmd.add_argument("--target", default="mock", help="`mock` (default: a mock process) or a base URL")
+        cmd.add_argument("--api-key-env", default=_DEFAULTS["api_key_env"], help="variable holding the API key")
         cmd.add_argument("--second-api-key-env", help="variable holding another tenant's key (isolation checks)")
         cmd.add_argument("--admin-token-env", help="variable holding a remote mock's admin token")
-        cmd.add_argument("--ca-bundle", help="PEM file of CAs to trust (private CA)")
+        cmd.add_argument("--ca-bundle", help="PEM file of CAs to trust (private CA); TLS is always verified")
         cmd.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
         cmd.add_argument("--examples", type=_positive, default=25, help="depth: examples per operation (default 25)")
-        cmd.add_argument("--report-dir", type=Path, help="write junit.xml, summary.json and report.md here")
+        cmd.add_argument("--report-dir", help="write junit.xml, summary.json and report.md here")
         cmd.add_argument(
-            "--max-allocations", type=_positive, default=20, help="live targets: most allocations a run takes"
+            "--max-allocations",
+            type=_positive,
+            default=_DEFAULTS["max_allocations"],
+            help="URL targets: the most allocations one suite takes (every one released)",
+        )
+        cmd.add_argument(
+            "--no-idempotency-key",
+            action="store_true",
+            help="the target is known to ignore Idempotency-Key (HostedAI today): skip those checks",
         )
     return parser
 
@@ -81,18 +103,50 @@ def _positive(text: str) -> int:
     return value
 
 
-def _command_line(args: argparse.Namespace) -> str:
-    parts = [PROG]
+def replay_command(suite: str, args: argparse.Namespace) -> str:
+    """The command that replays one suite of this run, as it must be typed."""
+    parts = [PROG, suite]
     if args.target != "mock":
         parts += ["--target", args.target]
-    return " ".join(parts)
+        for flag, value in (
+            ("--api-key-env", args.api_key_env if args.api_key_env != _DEFAULTS["api_key_env"] else None),
+            ("--second-api-key-env", args.second_api_key_env),
+            ("--admin-token-env", args.admin_token_env),
+            ("--ca-bundle", args.ca_bundle),
+            (
+                "--max-allocations",
+                args.max_allocations if args.max_allocations != _DEFAULTS["max_allocations"] else None,
+            ),
+        ):
+            if value is not None:
+                parts += [flag, str(value)]
+        if args.no_idempotency_key:
+            parts.append("--no-idempotency-key")
+    parts += ["--seed", str(args.seed), "--examples", str(args.examples)]
+    return shlex.join(parts)
+
+
+def _report_dir(value: str | None) -> Path | None:
+    """The report directory, absolute (relative to where the command was run), created and writable."""
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".hostedai-harness-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise TargetError(f"--report-dir {value}: cannot write there ({exc.strerror or exc})") from None
+    return path
 
 
 async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> tuple[SuiteResult, Target | None]:
     suite = make_suite(name)
     watch = Stopwatch()
     if args.target == "mock":
-        async with embedded_mock(args.seed) as target:
+        async with mock_process(args.seed) as target:
+            await preflight(target)
             result = await suite.run(target, options)
     else:
         target = url_target(
@@ -103,25 +157,30 @@ async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> 
             ca_bundle=args.ca_bundle,
         )
         if suite.needs_control_plane and not target.has_control_plane:
-            reason = "needs the mock's control plane, which a live HostedAI does not have"
+            reason = "needs the mock's control plane (faults, clock), which a live HostedAI does not have"
             return SuiteResult(name, skipped_reason=reason), target
+        await preflight(target)
         result = await suite.run(target, options)
     result.duration_s = result.duration_s or watch.elapsed
-    result.replay = result.replay or f"--seed {args.seed} --examples {args.examples}"
+    result.replay = replay_command(name, args)
     return result, target
 
 
 async def _run(args: argparse.Namespace) -> int:
     names = VERIFY_ORDER if args.command == "verify" else (args.command,)
     if args.command == "verify" and args.target != "mock":
-        print(
-            f"{PROG}: error: verify runs against the embedded mock; name one suite to test {args.target}",
-            file=sys.stderr,
-        )
-        return 2
+        raise TargetError(f"verify runs every suite against a mock process; name one suite to test {args.target}")
     options = RunOptions(
-        seed=args.seed, examples=args.examples, report_dir=args.report_dir, max_allocations=args.max_allocations
+        seed=args.seed,
+        examples=args.examples,
+        report_dir=_report_dir(args.report_dir),
+        max_allocations=args.max_allocations,
+        idempotency_key=not args.no_idempotency_key,
     )
+    if args.ca_bundle is not None:
+        ca_bundle_path(args.ca_bundle)  # a missing file is a usage error before anything starts
+    for name in names:
+        make_suite(name)  # a missing tool is found before any suite runs, not after the first
     results: list[SuiteResult] = []
     target: Target | None = None
     for name in names:
@@ -131,25 +190,33 @@ async def _run(args: argparse.Namespace) -> int:
         results.append(result)
     print()
     print(summary_table(results))
-    command = _command_line(args)
-    details = failures_text(results, command)
+    details = failures_text(results)
     if details:
         print()
         print(details)
-    if args.report_dir is not None and target is not None:
-        for path in write_reports(results, args.report_dir, target, command):
+    if options.report_dir is not None and target is not None:
+        for path in write_reports(results, options.report_dir, target):
             print(f"report: {path}")
-    ok = all(r.ok for r in results)
-    print(f"\n{'PASSED' if ok else 'FAILED'} (seed {args.seed}, examples {args.examples})")
-    return 0 if ok else 1
+    outcome = verdict(results)
+    print(f"\n{summary_line(results, args.seed, args.examples)}")
+    if outcome == "undecided":
+        print(f"{PROG}: error: nothing was checked: {_why_undecided(results)}", file=sys.stderr)
+        return 2
+    return 0 if outcome == "passed" else 1
+
+
+def _why_undecided(results: list[SuiteResult]) -> str:
+    reasons = [f"{r.suite} {r.skipped_reason or 'ran no check'}" for r in results]
+    return "; ".join(reasons)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return asyncio.run(_run(args))
-    except TargetError as exc:
+    except (TargetError, MissingTool) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; what the run held was released", file=sys.stderr)
         return 130

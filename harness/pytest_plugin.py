@@ -11,16 +11,14 @@ Fixtures:
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from harness.connector import ConnectorMetrics, HostedAiConnector, parse_connector_config
-from harness.suites.base import Target
-from harness.target import start_mock_process, stop_mock_process, url_target
+from harness.control_plane import SyncControlPlane
+from harness.target import MockProcess, Target, url_target
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,24 +34,15 @@ def hostedai_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if where != "mock":
         yield url_target(where, api_key_env=request.config.getoption("--hostedai-api-key-env"))
         return
-    process, target = start_mock_process(request.config.getoption("--hostedai-seed"))
-    try:
+    with MockProcess(request.config.getoption("--hostedai-seed")).running() as target:
         yield target
-    finally:
-        stop_mock_process(process)
 
 
 @pytest.fixture
 def hostedai_mock(hostedai_target: Target) -> Target:
     if not hostedai_target.has_control_plane:
         pytest.skip("needs the embedded mock's control plane (--hostedai-target is a live URL)")
-    reset = urllib.request.Request(
-        f"{hostedai_target.url}/_admin/reset",
-        method="POST",
-        headers={"X-Admin-Token": hostedai_target.admin_token or ""},
-    )
-    with urllib.request.urlopen(reset, timeout=30) as resp:
-        json.load(resp)
+    SyncControlPlane(hostedai_target.url, hostedai_target.admin_token or "").reset()
     return hostedai_target
 
 

@@ -1,7 +1,9 @@
-"""Targets: the embedded mock (a `hostedai-mock` subprocess on a free loopback port) or a URL.
+"""Where the suites send their requests: a `Target`, made from a URL or from a mock the harness starts.
 
-The harness never imports the mock: it starts it as a program and talks to it over HTTP, exactly as it
-talks to a live HostedAI.
+`--target mock` starts `hostedai-mock` as a separate process on a free loopback port (manual clock,
+strict, a fresh admin token) and stops it afterwards. The harness never imports the mock: it talks to
+that process over HTTP, exactly as it talks to a live HostedAI. (The in-process mock of
+`mock_server.MockHostedAI` is the *embedded* mock; this one is a *mock process*.)
 """
 
 from __future__ import annotations
@@ -9,94 +11,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-
-from harness.suites.base import Target
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
 
 MOCK_API_KEY = "dev-key"
 MOCK_SECOND_API_KEY = "team-b-key"
-MOCK_ADMIN_TOKEN = "dev-admin"
 _READY = "HostedAI mock listening on "
+_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the suites send their requests."""
+
+    url: str
+    api_key: str
+    api_key_env: str = "HOSTED_AI_API_KEY"
+    admin_token: str | None = None
+    """The mock's control-plane token; None for a live HostedAI, which has no control plane."""
+    second_api_key: str | None = None
+    """A key of another tenant, for isolation checks (the mock's `team-b-key`; live: optional)."""
+    ca_bundle: str | None = None
+    """An absolute path to a PEM file of CAs to trust, or None for the system's."""
+    label: str = "mock"
+    """How reports name the target: `mock` or the URL."""
+
+    @property
+    def has_control_plane(self) -> bool:
+        return self.admin_token is not None
+
+    @property
+    def is_mock_process(self) -> bool:
+        """Started by the harness for this run alone (so it may be reset and its pools checked exactly)."""
+        return self.label == "mock"
+
+    def without_control_plane(self) -> Target:
+        """The same server seen as a live HostedAI: only the public API (the self-test uses it)."""
+        return replace(self, admin_token=None, label=self.url)
 
 
 class TargetError(Exception):
     """The target cannot be used (a one-line message for the CLI)."""
-
-
-def _mock_argv(seed: int, extra_args: Sequence[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mock_server",
-        "--port",
-        "0",
-        "--clock",
-        "manual",
-        "--strict",
-        "--seed",
-        str(seed),
-        "--log-level",
-        "WARNING",
-        *extra_args,
-    ]
-
-
-def _mock_target(ready_line: str) -> Target:
-    if not ready_line.startswith(_READY):
-        raise TargetError(f"the embedded mock did not start: {ready_line.strip()[:500]}")
-    return Target(
-        url=ready_line[len(_READY) :].split()[0],
-        api_key=MOCK_API_KEY,
-        admin_token=MOCK_ADMIN_TOKEN,
-        second_api_key=MOCK_SECOND_API_KEY,
-        label="mock",
-    )
-
-
-def start_mock_process(seed: int = 0, extra_args: Sequence[str] = ()) -> tuple[subprocess.Popen[str], Target]:
-    """The embedded mock for synchronous callers (the pytest plugin): the process and its target."""
-    process = subprocess.Popen(_mock_argv(seed, extra_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    try:
-        return process, _mock_target(line + ("" if line else (process.stderr.read() if process.stderr else "")))
-    except TargetError:
-        process.kill()
-        process.wait()
-        raise
-
-
-def stop_mock_process(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextlib.asynccontextmanager
-async def embedded_mock(seed: int, extra_args: Sequence[str] = ()) -> AsyncIterator[Target]:
-    """Start the mock with its default config (manual clock, strict) and stop it afterwards."""
-    process = await asyncio.create_subprocess_exec(
-        *_mock_argv(seed, extra_args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), timeout=60)).decode()
-        if not line and process.stderr is not None:
-            line = (await process.stderr.read()).decode()
-        yield _mock_target(line)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 def url_target(
@@ -108,20 +70,154 @@ def url_target(
     ca_bundle: str | None = None,
 ) -> Target:
     """A target by URL: a live HostedAI, or a remote mock when its admin token is given."""
-    if not url.startswith(("http://", "https://")):
-        raise TargetError(f"--target must be `mock` or an http(s) URL, not {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetError(f"--target must be `mock` or an http(s) URL such as https://api.hosted.ai, not {url!r}")
+    if parts.query or parts.fragment:
+        raise TargetError(f"--target must be a base URL without a query or fragment, not {url!r}")
     key = os.environ.get(api_key_env)
     if not key:
         raise TargetError(f"environment variable {api_key_env} (--api-key-env) is not set")
     admin = os.environ.get(admin_token_env) if admin_token_env else None
     if admin_token_env and not admin:
         raise TargetError(f"environment variable {admin_token_env} (--admin-token-env) is not set")
+    second = os.environ.get(second_api_key_env) if second_api_key_env else None
+    if second_api_key_env and not second:
+        raise TargetError(f"environment variable {second_api_key_env} (--second-api-key-env) is not set")
+    if second is not None and second == key:
+        raise TargetError(f"{second_api_key_env} holds the same key as {api_key_env}: isolation needs another tenant")
     return Target(
         url=url.rstrip("/"),
         api_key=key,
         api_key_env=api_key_env,
         admin_token=admin,
-        second_api_key=os.environ.get(second_api_key_env) if second_api_key_env else None,
-        ca_bundle=ca_bundle,
-        label=url,
+        second_api_key=second,
+        ca_bundle=ca_bundle_path(ca_bundle),
+        label=url.rstrip("/"),
     )
+
+
+def ca_bundle_path(path: str | None) -> str | None:
+    """An existing PEM file, as an absolute path (relative paths are the caller's working directory)."""
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise TargetError(f"--ca-bundle {path}: no such file")
+    return str(resolved)
+
+
+# ---- the mock as a process -------------------------------------------------------------------------
+
+
+def _mock_argv(seed: int, admin_token: str, extra_args: Sequence[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mock_server",
+        "--port",
+        "0",
+        "--clock",
+        "manual",
+        "--strict",
+        "--seed",
+        str(seed),
+        "--admin-token",
+        admin_token,
+        "--log-level",
+        "WARNING",
+        *extra_args,
+    ]
+
+
+def _mock_target(ready_line: str, admin_token: str, log_tail: str) -> Target:
+    if not ready_line.startswith(_READY):
+        said = (ready_line.strip() or log_tail.strip()).splitlines()
+        raise TargetError(f"the mock process did not start: {said[-1][:300] if said else 'it exited silently'}")
+    return Target(
+        url=ready_line[len(_READY) :].split()[0],
+        api_key=MOCK_API_KEY,
+        admin_token=admin_token,
+        second_api_key=MOCK_SECOND_API_KEY,
+        label="mock",
+    )
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(0)
+    return log.read()[-2000:].decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def mock_process(seed: int, extra_args: Sequence[str] = ()) -> AsyncIterator[Target]:
+    """Start `hostedai-mock` (default config, manual clock, strict) for one run and stop it afterwards.
+
+    Its log goes to a temporary file, not a pipe nobody reads: a chatty mock can never block on a full
+    pipe in a long run."""
+    token = secrets.token_urlsafe(16)
+    with tempfile.TemporaryFile() as log:
+        process = await asyncio.create_subprocess_exec(
+            *_mock_argv(seed, token, extra_args), stdout=asyncio.subprocess.PIPE, stderr=log
+        )
+        try:
+            assert process.stdout is not None
+            try:
+                line = (await asyncio.wait_for(process.stdout.readline(), timeout=_START_TIMEOUT_S)).decode()
+            except TimeoutError:
+                line = ""
+            yield _mock_target(line, token, _tail(log))
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), timeout=10)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+@dataclass(slots=True)
+class MockProcess:
+    """A mock process for synchronous callers (the pytest plugin): `with MockProcess(seed) as target:`."""
+
+    seed: int = 0
+    extra_args: Sequence[str] = ()
+    _process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> Target:
+        token = secrets.token_urlsafe(16)
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        self._process = subprocess.Popen(
+            _mock_argv(self.seed, token, self.extra_args), stdout=subprocess.PIPE, stderr=self._log
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().decode()
+        try:
+            return _mock_target(line, token, _tail(self._log))
+        except TargetError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Target]:
+        target = self.start()
+        try:
+            yield target
+        finally:
+            self.stop()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import NoReturn
 
 from aiohttp import web
 
-from mock_server import __version__
 from mock_server.api.app import create_app
 from mock_server.config import ConfigError, MockConfig, load_config
+from mock_server.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,20 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strict", action="store_true", default=None, help="validate every response too; a violation is a 500"
     )
+    parser.add_argument(
+        "--admin-token",
+        help=f"the control plane's token (default: ${ADMIN_TOKEN_ENV}, else the config's server.admin_token)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
+ADMIN_TOKEN_ENV = "HOSTEDAI_ADMIN_TOKEN"
+# The token the packaged default config ships with: fine on loopback, never on a shared network.
+BUILT_IN_ADMIN_TOKEN = "dev-admin"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def resolve_config(args: argparse.Namespace) -> MockConfig:
     config = load_config(args.config)
+    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
     config = config.with_overrides(
-        server={"host": args.host, "port": args.port, "strict": args.strict},
+        server={"host": args.host, "port": args.port, "strict": args.strict, "admin_token": admin_token},
         simulation={"seed": args.seed, "time_scale": args.time_scale, "clock": args.clock},
     )
     if args.scenario:
         config = config.model_copy(update={"scenarios": [*config.scenarios, *args.scenario]})
+    server = config.server
+    if server.admin_token == BUILT_IN_ADMIN_TOKEN and server.host not in _LOOPBACK:
+        raise ConfigError(
+            f"refusing to serve the control plane on {server.host} with the built-in admin token; "
+            f"set one with --admin-token or ${ADMIN_TOKEN_ENV}"
+        )
     return config
+
+
+def banner(config: MockConfig, url: str) -> str:
+    """The start-up line: where the mock listens and how it runs. It names tenants, never their keys."""
+    tenants = ", ".join(config.tenants)
+    control = "control plane on" if config.server.admin_token else "no control plane"
+    return (
+        f"HostedAI mock listening on {url}  (tenants {tenants}; {control}; clock {config.simulation.clock}, "
+        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''})"
+    )
 
 
 async def serve(app: web.Application, config: MockConfig) -> None:
@@ -62,13 +90,7 @@ async def serve(app: web.Application, config: MockConfig) -> None:
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     host, port = runner.addresses[0][:2]
-    tenant, tenant_cfg = next(iter(config.tenants.items()))
-    print(
-        f"HostedAI mock listening on http://{host}:{port}  "
-        f"(tenant {tenant}, API key {tenant_cfg.api_keys[0]}; clock {config.simulation.clock}, "
-        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''})",
-        flush=True,
-    )
+    print(banner(config, f"http://{host}:{port}"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mock_server.resources import DEFAULT_CONFIG
 
 
 class ConfigError(Exception):
@@ -46,6 +47,8 @@ class SimulationConfig(_Strict):
     retention_seconds: Annotated[float, Field(ge=0)] = 3600.0
     idempotency: bool = True
     idempotency_ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
+    # Idempotency records kept at most (the oldest go first): with the TTL, the contract's guarantee.
+    idempotency_max_keys: Annotated[int, Field(ge=1)] = 100_000
     # Seconds a client is told to wait (Retry-After) when capacity is exhausted.
     capacity_retry_after_s: Annotated[int, Field(ge=0)] = 5
     # Requests the journal keeps (a ring buffer: the oldest go first).
@@ -204,7 +207,7 @@ def parse_config(data: Any, source: str = "config") -> MockConfig:
 def load_config(path: str | Path | None = None) -> MockConfig:
     """Load and validate a config file; None loads the packaged default."""
     if path is None:
-        text = resources.files("mock_server").joinpath("default_config.yaml").read_text("utf-8")
+        text = DEFAULT_CONFIG.read_text("utf-8")
         source = "default config"
     else:
         try:

@@ -11,11 +11,12 @@
     │   ├── IdempotencyConflict        409 idempotency_conflict
     │   ├── PayloadTooLarge            413
     │   ├── RateLimited                429 (`retry_after`)
-    │   ├── ServerError                500 internal_error, 501, and any other 5xx
-    │   ├── BadGateway                 502
-    │   ├── Unavailable                503 unavailable (`retry_after`)
-    │   │   └── CapacityExhausted      503 capacity_exhausted
-    │   └── GatewayTimeout             504
+    │   └── ServerError                500 internal_error and any other 5xx
+    │       ├── NotImplementedByServer 501: never retried, not counted by the breaker
+    │       ├── BadGateway             502
+    │       ├── Unavailable            503 unavailable (`retry_after`)
+    │       │   └── CapacityExhausted  503 capacity_exhausted: retried, not counted by the breaker
+    │       └── GatewayTimeout         504
     ├── TransportError                 no usable answer: connection refused/reset, malformed body
     │   └── RequestTimeout             the allocation or inference timeout ran out
     └── CircuitOpen                    the circuit breaker refused the call without trying

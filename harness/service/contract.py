@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
-from harness.contracts import HARPOON_CONTRACT
+from harness.resources import HARPOON_CONTRACT
 
 PROCESS_PATH = "/v2/process"
 TENANT_HEADER = "X-Tenant-Id"

@@ -1,4 +1,4 @@
-"""What every suite shares: the target it runs against, its options, and how it reports.
+"""What every suite shares: its options, and how it reports (the target is `harness.target.Target`).
 
 A suite is an object with a `name`, a `needs_control_plane` flag and an async `run(target, options)`
 returning a `SuiteResult`. Suites never print: the CLI and the pytest plugin render their results.
@@ -11,27 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from harness.target import Target
+
 Outcome = Literal["passed", "failed", "skipped"]
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where the suites send their requests."""
-
-    url: str
-    api_key: str
-    api_key_env: str = "HOSTED_AI_API_KEY"
-    admin_token: str | None = None
-    """The mock's control-plane token; None for a live HostedAI, which has no control plane."""
-    second_api_key: str | None = None
-    """A key of another tenant, for isolation checks (the mock's `team-b-key`; live: optional)."""
-    ca_bundle: str | None = None
-    label: str = "mock"
-    """How reports name the target: `mock` or the URL."""
-
-    @property
-    def has_control_plane(self) -> bool:
-        return self.admin_token is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +23,9 @@ class RunOptions:
     """Depth: schemathesis examples per operation, stateful runs, chaos rounds all scale with it."""
     report_dir: Path | None = None
     max_allocations: int = 20
-    """Live targets: the most allocations a run may take (each is released)."""
+    """Live targets: the most allocations a suite may take (each is released)."""
+    idempotency_key: bool = True
+    """False when the target is declared to ignore `Idempotency-Key` (HostedAI today): those checks skip."""
     workdir: Path = Path(".")
 
 
@@ -62,7 +46,9 @@ class SuiteResult:
     duration_s: float = 0.0
     skipped_reason: str | None = None
     replay: str = ""
-    """The command that replays this run (seed and depth included)."""
+    """The command that replays this suite's run, as it must be typed (seed and depth included)."""
+    notes: list[str] = field(default_factory=list)
+    """What the run left out and why (a live budget spent, operations mostly rate limited...)."""
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for c in self.checks if c.outcome == outcome)

@@ -4,8 +4,8 @@ Per scenario the mock is reset (with the run's seed), the scenario is applied, a
 runs a bounded number of rounds (alternating a simple and a complex text). Every outcome is caught and
 classified; then one check per resilience property:
 
-- no leaked allocation: the mock's leak report is empty (nothing `still_active` one simulated second
-  later, nothing `expired_unreleased`);
+- no leaked allocation: the mock's leak report at grace 0 is empty once the connector is closed
+  (nothing `still_active`, nothing `expired_unreleased`; `leaks.py`);
 - retries bounded and spaced as configured: no allocate `Idempotency-Key` tried more than
   `max_retries + 1` times (the journal), and every backoff the connector took was a `Retry-After` the
   server sent (capped) or inside the jitter band of the exponential backoff;
@@ -34,7 +34,7 @@ import types
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -49,15 +49,17 @@ from harness.connector import (
     HostedAiError,
 )
 from harness.connector.config import CircuitBreakerConfig
-from harness.contracts import MODELS_FILE
+from harness.control_plane import ControlPlane, ControlPlaneError, FaultRule, JournalEntry
 from harness.orchestrator import (
     ModelClasses,
     Orchestrator,
     ProcessResult,
     load_model_classes,
 )
-from harness.suites.base import CheckResult, RunOptions, Stopwatch, SuiteResult, Target
-from harness.suites.control_plane import ControlPlane, ControlPlaneError
+from harness.resources import MODELS_FILE
+from harness.suites import leaks
+from harness.suites.base import CheckResult, RunOptions, Stopwatch, SuiteResult
+from harness.target import Target
 
 REGION_OUTAGE = "region-outage"
 TEXTS: tuple[tuple[str, str], ...] = (
@@ -280,9 +282,9 @@ class ChaosSuite:
             return result
         connector = aiohttp.TCPConnector(ssl=config.ssl_context())
         async with aiohttp.ClientSession(connector=connector) as session:
-            admin = ControlPlane(session, target)
+            admin = ControlPlane(target.url, target.admin_token or "", session=session)
             try:
-                scenarios = await admin.scenarios()
+                scenarios = [s["name"] for s in await admin.scenarios()]
                 clock = (await admin.state())["clock"]["kind"]
             except (ControlPlaneError, KeyError, TypeError) as exc:
                 result.checks.append(CheckResult("chaos: control plane", "failed", message=str(exc)))
@@ -311,16 +313,18 @@ class ChaosSuite:
         watch = Stopwatch()
         try:
             await admin.reset(options.seed)
-            rules = await admin.apply(name)
+            rules = await admin.apply_scenario(name)
         except ControlPlaneError as exc:
             return [CheckResult(f"{prefix}: setup", "failed", watch.elapsed, f"could not set up the scenario: {exc}")]
         try:
             run = await self._drive(name, rules, target, options, admin)
+            leaked = await leaks.from_leak_report(admin, client_errors=run.errors_logged)
+            allocates = await admin.journal(operation="allocate")
         except ControlPlaneError as exc:
             return [CheckResult(f"{prefix}: setup", "failed", watch.elapsed, f"the control plane failed: {exc}")]
         checks = [
-            await self._leak_check(prefix, admin, run),
-            await self._retry_check(prefix, run, admin, self.connector_config(target)),
+            leaks.judge(f"{prefix}: no leaked allocation", leaked),
+            self._retry_check(prefix, run, allocates, self.connector_config(target)),
             self._typed_check(prefix, run),
             self._hang_check(prefix, run),
         ]
@@ -341,7 +345,7 @@ class ChaosSuite:
         return checks
 
     async def _drive(
-        self, name: str, rules: list[dict[str, Any]], target: Target, options: RunOptions, admin: ControlPlane
+        self, name: str, rules: list[FaultRule], target: Target, options: RunOptions, admin: ControlPlane
     ) -> ScenarioRun:
         """The rounds of one scenario (and region-outage's recovery), with the connector closed after."""
         watch = Stopwatch()
@@ -382,7 +386,7 @@ class ChaosSuite:
         orchestrator: Orchestrator,
         connector: HostedAiConnector,
         vtime: VirtualTime,
-        rules: list[dict[str, Any]],
+        rules: list[FaultRule],
         admin: ControlPlane,
         rounds: int,
     ) -> None:
@@ -423,7 +427,7 @@ class ChaosSuite:
         orchestrator: Orchestrator,
         connector: HostedAiConnector,
         vtime: VirtualTime,
-        rules: list[dict[str, Any]],
+        rules: list[FaultRule],
         admin: ControlPlane,
         rounds: int,
     ) -> Outage:
@@ -446,7 +450,7 @@ class ChaosSuite:
         # Clean-up (listing by label, releasing) rightly bypasses an open circuit; work must not.
         work = [e for e in await admin.journal(since_seq=mark) if e["operation"] not in ("list", "release")]
         outage.requests_while_open = len(work)
-        windows = [r["window_s"][1] for r in rules if r.get("window_s")]
+        windows = [window[1] for r in rules if (window := r.get("window_s"))]
         now = float((await admin.state())["clock"]["now_s"])
         if not windows:
             outage.problem = "the scenario's rules have no window, so the outage never ends"
@@ -460,47 +464,11 @@ class ChaosSuite:
 
     # ---- the checks --------------------------------------------------------------------------------
 
-    async def _leak_check(self, prefix: str, admin: ControlPlane, run: ScenarioRun) -> CheckResult:
-        name = f"{prefix}: no leaked allocation"
-        watch = Stopwatch()
-        try:
-            await admin.advance(1.0)  # grace 0: anything still active a simulated second later is a leak
-            leaks = await admin.leaks()
-        except ControlPlaneError as exc:
-            return CheckResult(name, "failed", watch.elapsed, f"could not read the leak report: {exc}")
-        if not leaks:
-            return CheckResult(name, "passed", watch.elapsed)
-        lines = [
-            f"- {leak.get('allocation_id')}: {leak.get('reason')} ({leak.get('state')}, pool {leak.get('pool_id')}, "
-            f"tenant {leak.get('tenant_id')}, age {leak.get('age_s')} s, created by request {leak.get('request_id')})"
-            for leak in leaks
-        ]
-        message = f"{len(leaks)} allocation(s) leaked (GET /_admin/leaks):\n" + "\n".join(lines)
-        for leak in leaks[:5]:
-            try:
-                trail = await admin.journal(allocation_id=str(leak.get("allocation_id")))
-            except ControlPlaneError:
-                continue
-            message += f"\nwhat the mock saw of {leak.get('allocation_id')}:" + "".join(
-                f"\n  seq {e.get('seq')} at {e.get('at')} s: {e.get('method')} {e.get('path')} → "
-                f"{e.get('status') if e.get('status') is not None else 'no answer'}"
-                + (f" (fault: {e.get('fault_action')})" if e.get("fault_action") else "")
-                + (f" Idempotency-Key {e.get('idempotency_key')}" if e.get("idempotency_key") else "")
-                for e in trail
-            )
-        if run.errors_logged:
-            message += "\nthe client logged:\n" + "\n".join(f"- {line}" for line in run.errors_logged[:20])
-        return CheckResult(name, "failed", watch.elapsed, message)
-
-    async def _retry_check(
-        self, prefix: str, run: ScenarioRun, admin: ControlPlane, config: HostedAiConfig
+    def _retry_check(
+        self, prefix: str, run: ScenarioRun, allocates: list[JournalEntry], config: HostedAiConfig
     ) -> CheckResult:
+        """Judged from the mock's journal of allocates and the backoffs the connector took."""
         name = f"{prefix}: retries bounded and spaced as configured"
-        watch = Stopwatch()
-        try:
-            allocates = await admin.journal(operation="allocate")
-        except ControlPlaneError as exc:
-            return CheckResult(name, "failed", watch.elapsed, f"could not read the journal: {exc}")
         allowed = self.max_retries + 1
         problems: list[str] = []
         attempts = Counter(entry.get("idempotency_key") for entry in allocates)
@@ -539,8 +507,8 @@ class ChaosSuite:
             + (" …" if len(run.delays) > 20 else "")
         )
         if problems:
-            return CheckResult(name, "failed", watch.elapsed, "\n".join([*problems, summary]))
-        return CheckResult(name, "passed", watch.elapsed, summary)
+            return CheckResult(name, "failed", message="\n".join([*problems, summary]))
+        return CheckResult(name, "passed", message=summary)
 
     def _typed_check(self, prefix: str, run: ScenarioRun) -> CheckResult:
         name = f"{prefix}: failures are typed errors or honest fallbacks"
@@ -638,4 +606,4 @@ def _retry_after_tracer(seen: set[float]) -> aiohttp.TraceConfig:
     return tracer
 
 
-__all__ = ["ChaosSuite", "ControlPlane", "ControlPlaneError", "VirtualTime", "classify", "default_model_classes"]
+__all__ = ["ChaosSuite", "VirtualTime", "classify", "default_model_classes"]

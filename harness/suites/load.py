@@ -7,10 +7,9 @@ runs it as a program, bounded by a hard timeout, and reads the report it writes 
 - `load: requests were made`: the run ended by itself and made wire requests (SIM rows aside);
 - `load: SLO <row> <gate>`: one per gate of the SLO file (loadtests/slo.yaml), as the run judged it
   (skipped when the row had no requests);
-- `load: no allocation leaked`: nothing of this run is still active. With a control plane, the mock's
-  leak report one simulated second later (nothing `still_active`, nothing `expired_unreleased`) for
-  the allocations carrying this run's label; without one, the public list of active allocations with
-  that label.
+- `load: no allocation leaked`: nothing of this run is still held (`leaks.py`). With a control plane,
+  the mock's leak report (nothing `still_active`, nothing `expired_unreleased`) for the allocations
+  carrying this run's label; without one, the public list of active allocations with that label.
 
 With `--report-dir`, locust's CSV stats, its HTML report and the SLO report are kept in `<dir>/load/`.
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl
 import sys
 import tempfile
 import uuid
@@ -34,18 +32,16 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+from prometheus_client import CollectorRegistry
 
-from harness.suites.base import CheckResult, Outcome, RunOptions, Stopwatch, SuiteResult, Target
-from harness.suites.control_plane import ControlPlane, ControlPlaneError
+from harness.connector import ConnectorMetrics, HostedAiConfig, HostedAiConnector, HostedAiError
+from harness.control_plane import ControlPlane
+from harness.resources import LOADTESTS_DIR
+from harness.suites import leaks
+from harness.suites.base import CheckResult, Outcome, RunOptions, Stopwatch, SuiteResult
+from harness.target import Target
 
-_HERE = Path(__file__).resolve()
-# Inside the package when installed from a wheel that ships it, else the checkout's loadtests/.
-_CANDIDATES = (_HERE.parents[1] / "_loadtests", _HERE.parents[2] / "loadtests")
-LOADTESTS_DIR = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[-1])
 RUN_LABEL = "loadtest_run"
-_API_TIMEOUT = aiohttp.ClientTimeout(total=30)
-_LIST_PAGES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,48 +232,14 @@ def _slo_checks(report: Mapping[str, Any] | None, output: str) -> list[CheckResu
 
 async def _leak_check(target: Target, run_id: str) -> CheckResult:
     name = "load: no allocation leaked"
-    context = ssl.create_default_context(cafile=target.ca_bundle) if target.ca_bundle else None
-    headers = {"Authorization": f"Bearer {target.api_key}"}
-    try:
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=context if context else True), headers=headers
-        ) as session:
-            ours = await _labelled(session, target.url, run_id, active_only=not target.has_control_plane)
-            if not target.has_control_plane:
-                if ours:
-                    return CheckResult(name, "failed", message=f"still active after the run: {', '.join(ours)}")
-                return CheckResult(name, "passed", message="no allocation of this run is active (public list)")
-            admin = ControlPlane(session, target)
-            try:
-                await admin.advance(1.0)
-            except ControlPlaneError as exc:
-                if "clock_not_manual" not in str(exc):
-                    raise
-            mine = set(ours)
-            leaks = [leak for leak in await admin.leaks() if leak["allocation_id"] in mine]
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, ControlPlaneError) as exc:
-        return CheckResult(name, "failed", message=f"cannot tell: {type(exc).__name__}: {exc}")
-    if leaks:
-        found = "; ".join(f"{leak['allocation_id']} ({leak['reason']}, {leak['age_s']} s)" for leak in leaks)
-        return CheckResult(name, "failed", message=f"{len(leaks)} of {len(ours)} allocations leaked: {found}")
-    return CheckResult(name, "passed", message=f"{len(ours)} allocations, every one released")
-
-
-async def _labelled(session: aiohttp.ClientSession, url: str, run_id: str, *, active_only: bool) -> list[str]:
-    """This run's allocations (only the active ones, or every one), by its label."""
-    query: list[tuple[str, str]] = [("label", f"{RUN_LABEL}={run_id}"), ("limit", "500")]
-    if active_only:
-        query.append(("state", "active"))
-    found: list[str] = []
-    cursor: str | None = None
-    for _ in range(_LIST_PAGES):
-        params = query + ([("cursor", cursor)] if cursor else [])
-        async with session.get(f"{url.rstrip('/')}/v1/allocate", params=params, timeout=_API_TIMEOUT) as resp:
-            if resp.status != 200:
-                raise ValueError(f"GET /v1/allocate answered {resp.status}: {(await resp.text())[:300]}")
-            body = await resp.json()
-        found += [str(a["allocation_id"]) for a in body["allocations"]]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            break
-    return found
+    labels = {RUN_LABEL: run_id}
+    config = HostedAiConfig(base_url=target.url, api_key=target.api_key, max_retries=2, ca_bundle=target.ca_bundle)
+    async with HostedAiConnector(config, metrics=ConnectorMetrics(CollectorRegistry())) as connector:
+        if not target.has_control_plane:
+            return leaks.judge(name, await leaks.from_public_list(connector, labels))
+        try:
+            ours = {a.allocation_id for a in await connector.list_allocations(labels=labels)}
+        except HostedAiError as exc:
+            return CheckResult(name, "failed", message=f"cannot tell: could not list this run's allocations: {exc}")
+        async with ControlPlane(target.url, target.admin_token or "", session=connector.session) as admin:
+            return leaks.judge(name, await leaks.from_leak_report(admin, only=ours))

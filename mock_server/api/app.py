@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 
 from mock_server.api import faults
 from mock_server.api.admin import ADMIN_HANDLERS
-from mock_server.api.contract import ADMIN_CONTRACT, Contract, Operation
+from mock_server.api.contract import Contract, Operation
 from mock_server.api.faults import INJECTED
 from mock_server.api.handlers import HANDLERS, Handler
 from mock_server.api.inputs import read_call
@@ -27,6 +27,7 @@ from mock_server.api.metrics import ServerMetrics
 from mock_server.api.problems import ApiError, render
 from mock_server.api.state import OUTCOME, REQUEST_ID, RESPONSE_DATA, STATE, ServerState, Waiters
 from mock_server.config import ConfigError, MockConfig, default_config
+from mock_server.resources import ADMIN_CONTRACT
 from mock_server.sim.clock import MANUAL_EPOCH, Clock, ManualClock, ScaledClock
 from mock_server.sim.errors import SimError
 from mock_server.sim.faults import OPERATIONS

@@ -18,11 +18,7 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
-# In a wheel the contracts ship inside the package; in a checkout they are read from `contracts/`.
-_PACKAGED = Path(__file__).resolve().parents[1] / "_contracts"
-CONTRACTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "contracts"
-HOSTEDAI_CONTRACT = CONTRACTS_DIR / "hostedai.v1.yaml"
-ADMIN_CONTRACT = CONTRACTS_DIR / "admin.v1.yaml"
+from mock_server.resources import HOSTEDAI_CONTRACT
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 

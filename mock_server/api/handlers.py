@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mock_server import __version__
 from mock_server.api import render
 from mock_server.api.inputs import Call
 from mock_server.api.problems import ApiError, problem_body
 from mock_server.api.state import RESPONSE_DATA, STATE, TRUNCATE_AFTER, ServerState
 from mock_server.sim.errors import AllocationNotActive, CapacityExhausted, SimError
 from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, fingerprint
+from mock_server.version import __version__
 
 log = logging.getLogger("mock_server.strict")
 

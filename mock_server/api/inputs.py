@@ -99,10 +99,22 @@ async def _body(request: web.Request, operation: Operation, max_bytes: int) -> t
         raise ApiError("invalid_request", "A JSON body is required.")
     try:
         # orjson is strict where the stdlib is lenient: no NaN, no lone surrogates, UTF-8 only.
-        body = orjson.loads(raw)
+        body = integral(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
         raise ApiError("invalid_request", f"The body is not valid JSON: {exc}.") from None
     return body, operation.body.violations(body, "/body")
+
+
+def integral(value: Any) -> Any:
+    """Integer-valued numbers as ints (`2048.0` is the integer 2048 in JSON Schema): the simulator
+    then never meets a float where the contract promises an integer."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
 
 
 async def read_call(

@@ -13,24 +13,25 @@ import hashlib
 import heapq
 import json
 import random
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mock_server.config import MockConfig, ModelConfig, PoolConfig
 from mock_server.sim import latency, placement, textgen
+from mock_server.sim.capacity_index import CapacityIndex, capacity_index
 from mock_server.sim.clock import Clock
 from mock_server.sim.errors import (
     AllocationNotActive,
     CapacityExhausted,
     FieldProblem,
-    IdempotencyConflict,
     InvalidInput,
     NotFound,
     QuotaExceeded,
     RateLimited,
 )
 from mock_server.sim.faults import FaultEngine, FaultRule
+from mock_server.sim.idempotency import IdempotencyStore
 from mock_server.sim.ledger import Ledger, UsageRecord, UsageTotals, totals
 from mock_server.sim.model import END_STATE, Allocation, AllocationState, EndReason, Gpu, Pool
 from mock_server.sim.ratelimit import TokenBucket
@@ -105,13 +106,6 @@ class PoolStats:
 
 
 @dataclass(slots=True)
-class _IdempotencyRecord:
-    fingerprint: str
-    snapshot: Allocation
-    created_at: float
-
-
-@dataclass(slots=True)
 class _TenantUsage:
     active: int = 0
     tflops: float = 0.0
@@ -141,7 +135,7 @@ class Simulator:
         self._rng_output = random.Random(textgen.stable_seed("output", self.seed))
         self.pools: dict[str, Pool] = {}
         self.gpus: dict[str, Gpu] = {}
-        self.placement_index: dict[str, placement.CapacityIndex] = {}
+        self.placement_index: dict[str, CapacityIndex] = {}
         for pc in self.config.pools:
             gpus = [
                 Gpu(
@@ -156,7 +150,7 @@ class Simulator:
             self.pools[pc.id] = Pool(config=pc, gpus=gpus)
             self.gpus.update((g.gpu_id, g) for g in gpus)
             # Watches the pool's GPUs from here on, so placement needs no scan of them.
-            self.placement_index[pc.id] = placement.CapacityIndex(pc, gpus)
+            self.placement_index[pc.id] = capacity_index(pc, gpus)
         self.models: dict[str, ModelConfig] = dict(self.config.models)
         self.allocations: dict[str, Allocation] = {}
         self._by_tenant: dict[str, dict[str, Allocation]] = defaultdict(dict)
@@ -166,8 +160,8 @@ class Simulator:
         self._leases: list[tuple[float, int, Allocation]] = []
         # Ended allocations by end time (a heap: a lease may end in the past of the last release).
         self._ended: list[tuple[float, int, Allocation]] = []
-        self._idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
-        self._idempotency_order: deque[tuple[str, str]] = deque()
+        simulation = self.config.simulation
+        self.idempotency = IdempotencyStore(simulation.idempotency_ttl_seconds, simulation.idempotency_max_keys)
         self.ledger = Ledger()
         self._seq = 0
         self.clock.restart()
@@ -199,14 +193,7 @@ class Simulator:
             _, _, gone = heapq.heappop(self._ended)
             self.allocations.pop(gone.allocation_id, None)
             self._by_tenant[gone.tenant_id].pop(gone.allocation_id, None)
-        ttl = self.config.simulation.idempotency_ttl_seconds
-        while self._idempotency_order:
-            key = self._idempotency_order[0]
-            record = self._idempotency.get(key)
-            if record is not None and record.created_at + ttl > now:
-                break
-            self._idempotency_order.popleft()
-            self._idempotency.pop(key, None)
+        self.idempotency.expire(now)
 
     # ---- tenants -----------------------------------------------------------------------------------
 
@@ -239,15 +226,13 @@ class Simulator:
     ) -> AllocateResult:
         self.tick()
         now = self.clock.now()
-        idem_key = (tenant_id, idempotency_key) if idempotency_key and self.config.simulation.idempotency else None
-        if idem_key is not None:
-            record = self._idempotency.get(idem_key)
-            if record is not None:
-                if record.fingerprint != body_fingerprint:
-                    raise IdempotencyConflict(
-                        f"Idempotency-Key {idempotency_key} was used with a different request body."
-                    )
-                return AllocateResult(allocation=record.snapshot, replayed=True, provision_s=0.0)
+        key = idempotency_key if self.config.simulation.idempotency else None
+        # Without the request's own digest, the spec's: the same key with another spec still conflicts.
+        digest = (body_fingerprint or fingerprint(dataclasses.asdict(spec))) if key else ""
+        if key:
+            first = self.idempotency.replay(tenant_id, key, digest)
+            if first is not None:
+                return AllocateResult(allocation=first, replayed=True, provision_s=0.0)
 
         pool = self.pools.get(spec.pool_id)
         if pool is None:
@@ -299,9 +284,8 @@ class Simulator:
         self.ledger.open(alloc)
         self._push_lease(alloc)
         snapshot = dataclasses.replace(alloc, labels=dict(alloc.labels))
-        if idem_key is not None and body_fingerprint is not None:
-            self._idempotency[idem_key] = _IdempotencyRecord(body_fingerprint, snapshot, now)
-            self._idempotency_order.append(idem_key)
+        if key:
+            self.idempotency.remember(tenant_id, key, digest, snapshot, now)
         return AllocateResult(
             allocation=snapshot,
             replayed=False,
@@ -435,13 +419,13 @@ class Simulator:
         return gpu
 
     def leaks(self, grace_s: float, tenant_id: str | None = None) -> list[tuple[Allocation, str]]:
-        """Allocations a client forgot: still active past `grace_s`, or ended by their lease running
-        out instead of by a release; oldest first."""
+        """Allocations a client forgot: still active for `grace_s` or longer (at grace 0, everything still
+        held, however young), or ended by their lease running out instead of by a release; oldest first."""
         self.tick()
         now = self.clock.now()
         found: list[tuple[Allocation, str]] = []
         for alloc in self.ledger.all(tenant_id):
-            if alloc.active and now - alloc.created_at > grace_s:
+            if alloc.active and now - alloc.created_at >= grace_s:
                 found.append((alloc, "still_active"))
             elif alloc.end_reason is EndReason.EXPIRED:
                 found.append((alloc, "expired_unreleased"))

@@ -1,5 +1,5 @@
 """Fixtures for the connector tests: the real mock over HTTP, a connector that records its backoff
-instead of sleeping, and a small admin client for faults and the journal."""
+instead of sleeping, and the control-plane client for faults and the journal."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
 from harness.connector import ConnectorMetrics, HostedAiConnector, parse_connector_config
+from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
 
 
@@ -25,31 +25,6 @@ class SleepRecorder:
         self.delays.append(seconds)
 
 
-class Admin:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-
-    async def fault(self, rule: dict[str, Any]) -> dict[str, Any]:
-        async with self.session.post("/_admin/faults", json=rule) as resp:
-            assert resp.status == 201, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            return body
-
-    async def clear_faults(self) -> None:
-        async with self.session.delete("/_admin/faults") as resp:
-            assert resp.status == 204
-
-    async def journal(self, **filters: str) -> list[dict[str, Any]]:
-        async with self.session.get("/_admin/journal", params=filters) as resp:
-            entries: list[dict[str, Any]] = (await resp.json())["entries"]
-            return entries
-
-    async def leaks(self) -> list[dict[str, Any]]:
-        async with self.session.get("/_admin/leaks") as resp:
-            leaks: list[dict[str, Any]] = (await resp.json())["leaks"]
-            return leaks
-
-
 @pytest.fixture
 async def mock() -> AsyncIterator[MockHostedAI]:
     async with MockHostedAI(clock="manual", seed=3) as running:
@@ -57,9 +32,9 @@ async def mock() -> AsyncIterator[MockHostedAI]:
 
 
 @pytest.fixture
-async def admin(mock: MockHostedAI) -> AsyncIterator[Admin]:
-    async with aiohttp.ClientSession(base_url=mock.url, headers={"X-Admin-Token": mock.admin_token or ""}) as s:
-        yield Admin(s)
+async def admin(mock: MockHostedAI) -> AsyncIterator[ControlPlane]:
+    async with ControlPlane(mock.url, mock.admin_token or "") as control_plane:
+        yield control_plane
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -33,9 +32,10 @@ from harness.connector import (
     parse_connector_config,
 )
 from harness.connector.errors import NotImplementedByServer, QuotaExceeded
+from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
 from tests.conftest import config_with
-from tests.connector.conftest import Admin, ConnectorFactory, SleepRecorder
+from tests.connector.conftest import ConnectorFactory, SleepRecorder
 
 QWEN = Requirements(model="qwen-30b", tflops=30, vram_mb=20480)
 
@@ -69,9 +69,14 @@ async def test_the_allocation_context_manager_releases_on_success(
     ],
 )
 async def test_5xx_is_retried_with_exponential_backoff(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder, status: int, code: str, delays: list[float]
+    make_connector: ConnectorFactory,
+    admin: ControlPlane,
+    sleeps: SleepRecorder,
+    status: int,
+    code: str,
+    delays: list[float],
 ) -> None:
-    await admin.fault({**_error(status, code), "times": 2})
+    await admin.add_fault({**_error(status, code), "times": 2})
     pools = await make_connector().list_pools()
     assert len(pools) == 2
     assert sleeps.delays == delays
@@ -79,9 +84,9 @@ async def test_5xx_is_retried_with_exponential_backoff(
 
 
 async def test_retries_stop_at_max_retries_with_the_typed_error(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+    make_connector: ConnectorFactory, admin: ControlPlane, sleeps: SleepRecorder
 ) -> None:
-    await admin.fault(_error(503, "unavailable"))
+    await admin.add_fault(_error(503, "unavailable"))
     with pytest.raises(Unavailable) as raised:
         await make_connector().list_pools()
     assert raised.value.status == 503
@@ -92,9 +97,9 @@ async def test_retries_stop_at_max_retries_with_the_typed_error(
 
 
 async def test_backoff_doubles_up_to_its_cap_with_jitter(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+    make_connector: ConnectorFactory, admin: ControlPlane, sleeps: SleepRecorder
 ) -> None:
-    await admin.fault(_error(500, "internal_error"))
+    await admin.add_fault(_error(500, "internal_error"))
     with pytest.raises(ServerError):
         await make_connector(
             max_retries=5, retry={"jitter": 0.2}, circuit_breaker={"failure_threshold": 10}
@@ -106,18 +111,18 @@ async def test_backoff_doubles_up_to_its_cap_with_jitter(
 
 
 async def test_retry_after_is_honoured_and_capped(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+    make_connector: ConnectorFactory, admin: ControlPlane, sleeps: SleepRecorder
 ) -> None:
-    await admin.fault({**_error(429, "rate_limited", retry_after=7), "times": 1})
-    await admin.fault({**_error(503, "unavailable", retry_after=600), "times": 1})
+    await admin.add_fault({**_error(429, "rate_limited", retry_after=7), "times": 1})
+    await admin.add_fault({**_error(503, "unavailable", retry_after=600), "times": 1})
     await make_connector().list_pools()
     assert sleeps.delays == [7.0, 30.0]
 
 
 async def test_a_rate_limit_surfaces_typed_with_its_retry_after(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+    make_connector: ConnectorFactory, admin: ControlPlane, sleeps: SleepRecorder
 ) -> None:
-    await admin.fault({"action": {"type": "rate_limit", "rps": 1, "burst": 1}})
+    await admin.add_fault({"action": {"type": "rate_limit", "rps": 1, "burst": 1}})
     connector = make_connector(max_retries=0)
     await connector.list_pools()
     with pytest.raises(RateLimited) as raised:
@@ -136,9 +141,14 @@ async def test_a_rate_limit_surfaces_typed_with_its_retry_after(
     ],
 )
 async def test_client_errors_and_501_are_never_retried(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder, status: int, code: str, error: type | None
+    make_connector: ConnectorFactory,
+    admin: ControlPlane,
+    sleeps: SleepRecorder,
+    status: int,
+    code: str,
+    error: type | None,
 ) -> None:
-    await admin.fault(_error(status, code))
+    await admin.add_fault(_error(status, code))
     with pytest.raises(error or Exception) as raised:
         await make_connector().list_pools()
     assert getattr(raised.value, "status", None) == status
@@ -147,16 +157,15 @@ async def test_client_errors_and_501_are_never_retried(
 
 
 async def test_connection_errors_and_timeouts_are_retried(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+    make_connector: ConnectorFactory, admin: ControlPlane, sleeps: SleepRecorder
 ) -> None:
     rules = [
-        await admin.fault({"match": {"operation": "models"}, "times": 1, "action": {"type": action, **more}})
+        await admin.add_fault({"match": {"operation": "models"}, "times": 1, "action": {"type": action, **more}})
         for action, more in (("hang", {"max_s": 1}), ("malformed", {}), ("empty", {}))
     ]
     models = await make_connector(timeout_secs=0.2).list_models()
     assert {m.model for m in models} == {"gemma-270m", "qwen-30b"}
-    async with admin.session.get("/_admin/faults") as resp:
-        fired = {r["id"]: r["fired"] for r in (await resp.json())["rules"]}
+    fired = {r["id"]: r["fired"] for r in await admin.faults()}
     assert all(fired[rule["id"]] == 1 for rule in rules)
     # aiohttp itself re-sends a GET once when a reused connection closes before answering, so the
     # `empty` may cost no retry of ours: two or three backoffs, never more.
@@ -165,9 +174,11 @@ async def test_connection_errors_and_timeouts_are_retried(
 
 
 async def test_a_lost_allocate_answer_never_leaves_a_second_allocation(
-    make_connector: ConnectorFactory, admin: Admin, mock: MockHostedAI
+    make_connector: ConnectorFactory, admin: ControlPlane, mock: MockHostedAI
 ) -> None:
-    await admin.fault({"match": {"operation": "allocate"}, "phase": "after", "times": 1, "action": {"type": "reset"}})
+    await admin.add_fault(
+        {"match": {"operation": "allocate"}, "phase": "after", "times": 1, "action": {"type": "reset"}}
+    )
     alloc = await make_connector().request_allocation(QWEN)
     tries = await admin.journal(operation="allocate")
     assert len(tries) == 2
@@ -186,10 +197,9 @@ async def test_without_server_idempotency_the_twin_of_a_lost_answer_is_released(
     config = config_with(simulation=lambda s: {**s, "idempotency": False})
     async with (
         MockHostedAI(config, clock="manual") as mock,
-        aiohttp.ClientSession(base_url=mock.url, headers={"X-Admin-Token": "dev-admin"}) as session,
+        ControlPlane(mock.url, mock.admin_token or "") as admin,
     ):
-        admin = Admin(session)
-        await admin.fault(
+        await admin.add_fault(
             {"match": {"operation": "allocate"}, "phase": "after", "times": 1, "action": {"type": "reset"}}
         )
         async with _connector(mock, sleeps) as connector:
@@ -209,10 +219,10 @@ async def test_release_of_an_ended_allocation_is_done(make_connector: ConnectorF
 
 
 async def test_cleanup_on_every_failure_path(
-    make_connector: ConnectorFactory, admin: Admin, mock: MockHostedAI
+    make_connector: ConnectorFactory, admin: ControlPlane, mock: MockHostedAI
 ) -> None:
     connector = make_connector(max_retries=0)
-    await admin.fault(_error(500, "internal_error", operation="inference"))
+    await admin.add_fault(_error(500, "internal_error", operation="inference"))
     with pytest.raises(ServerError):
         async with connector.allocation(QWEN) as alloc:
             await connector.inference(alloc.allocation_id, InferenceRequest(prompt="x"))
@@ -226,7 +236,7 @@ async def test_cleanup_on_every_failure_path(
             raise Boom
     assert _active(mock) == 0
     await admin.clear_faults()
-    await admin.fault({"match": {"operation": "inference"}, "action": {"type": "gpu_fail"}})
+    await admin.add_fault({"match": {"operation": "inference"}, "action": {"type": "gpu_fail"}})
     with pytest.raises(Exception, match="allocation_not_active"):
         async with connector.allocation(QWEN) as alloc:
             await connector.inference(alloc.allocation_id, InferenceRequest(prompt="x"))
@@ -274,12 +284,12 @@ async def test_an_inference_timeout_is_typed_and_the_allocation_released(sleeps:
         assert _active(mock) == 0
 
 
-async def test_the_circuit_opens_fails_fast_and_recovers(make_connector: ConnectorFactory, admin: Admin) -> None:
+async def test_the_circuit_opens_fails_fast_and_recovers(make_connector: ConnectorFactory, admin: ControlPlane) -> None:
     now = [0.0]
     connector = make_connector(
         clock=lambda: now[0], max_retries=0, circuit_breaker={"failure_threshold": 3, "recovery_timeout": 60}
     )
-    await admin.fault(_error(503, "unavailable"))
+    await admin.add_fault(_error(503, "unavailable"))
     for _ in range(3):
         with pytest.raises(Unavailable):
             await connector.list_pools()
@@ -310,9 +320,9 @@ async def test_client_errors_do_not_open_the_circuit(make_connector: ConnectorFa
 
 
 async def test_capacity_exhausted_is_retried_but_does_not_open_the_circuit(
-    make_connector: ConnectorFactory, admin: Admin
+    make_connector: ConnectorFactory, admin: ControlPlane
 ) -> None:
-    await admin.fault(_error(503, "capacity_exhausted", operation="allocate", retry_after=0))
+    await admin.add_fault(_error(503, "capacity_exhausted", operation="allocate", retry_after=0))
     connector = make_connector(circuit_breaker={"failure_threshold": 2})
     with pytest.raises(CapacityExhausted):
         await connector.request_allocation(QWEN)
@@ -337,10 +347,10 @@ async def test_a_rotated_key_is_reread_on_401_and_retried_once(
 
 
 async def test_the_api_key_never_appears_in_logs_or_errors(
-    make_connector: ConnectorFactory, admin: Admin, caplog: pytest.LogCaptureFixture, mock: MockHostedAI
+    make_connector: ConnectorFactory, admin: ControlPlane, caplog: pytest.LogCaptureFixture, mock: MockHostedAI
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    await admin.fault(_error(503, "unavailable"))
+    await admin.add_fault(_error(503, "unavailable"))
     connector = make_connector()
     errors: list[BaseException] = []
     try:
@@ -354,7 +364,7 @@ async def test_the_api_key_never_appears_in_logs_or_errors(
     assert mock.api_key not in text
 
 
-async def test_streaming_yields_tokens_then_usage(make_connector: ConnectorFactory, admin: Admin) -> None:
+async def test_streaming_yields_tokens_then_usage(make_connector: ConnectorFactory, admin: ControlPlane) -> None:
     connector = make_connector()
     async with connector.allocation(QWEN) as alloc:
         request = InferenceRequest(prompt="stream please", max_tokens=12, seed=4)
@@ -366,17 +376,17 @@ async def test_streaming_yields_tokens_then_usage(make_connector: ConnectorFacto
         assert "".join(t.text for t in tokens) == plain.output
         assert done.usage == plain.usage
 
-        await admin.fault({"match": {"operation": "inference"}, "action": {"type": "truncate", "after_tokens": 2}})
+        await admin.add_fault({"match": {"operation": "inference"}, "action": {"type": "truncate", "after_tokens": 2}})
         with pytest.raises(TransportError):
             async for _ in connector.stream_inference(alloc.allocation_id, request):
                 pass
 
 
-async def test_metrics_use_the_guides_names_and_labels(make_connector: ConnectorFactory, admin: Admin) -> None:
+async def test_metrics_use_the_guides_names_and_labels(make_connector: ConnectorFactory, admin: ControlPlane) -> None:
     connector = make_connector(max_retries=1)
     async with connector.allocation(QWEN) as alloc:
         await connector.inference(alloc.allocation_id, InferenceRequest(prompt="hi", max_tokens=4))
-    await admin.fault(_error(504, "gateway_timeout", operation="models"))
+    await admin.add_fault(_error(504, "gateway_timeout", operation="models"))
     with pytest.raises(GatewayTimeout):
         await connector.list_models()
     text = generate_latest(connector.metrics.registry).decode()
@@ -389,10 +399,10 @@ async def test_metrics_use_the_guides_names_and_labels(make_connector: Connector
 
 
 async def test_an_open_circuit_still_lets_releases_through(
-    make_connector: ConnectorFactory, admin: Admin, mock: MockHostedAI
+    make_connector: ConnectorFactory, admin: ControlPlane, mock: MockHostedAI
 ) -> None:
     connector = make_connector(max_retries=0, circuit_breaker={"failure_threshold": 1})
-    await admin.fault(_error(503, "unavailable", operation="inference"))
+    await admin.add_fault(_error(503, "unavailable", operation="inference"))
     with pytest.raises(Unavailable):
         async with connector.allocation(QWEN) as alloc:
             await connector.inference(alloc.allocation_id, InferenceRequest(prompt="x"))
@@ -403,9 +413,9 @@ async def test_an_open_circuit_still_lets_releases_through(
 
 
 async def test_capacity_exhausted_can_be_left_to_the_caller(
-    make_connector: ConnectorFactory, admin: Admin, sleeps: SleepRecorder
+    make_connector: ConnectorFactory, admin: ControlPlane, sleeps: SleepRecorder
 ) -> None:
-    await admin.fault(_error(503, "capacity_exhausted", operation="allocate", retry_after=5))
+    await admin.add_fault(_error(503, "capacity_exhausted", operation="allocate", retry_after=5))
     with pytest.raises(CapacityExhausted):
         await make_connector().request_allocation(QWEN, retry_capacity_exhausted=False)
     assert sleeps.delays == []

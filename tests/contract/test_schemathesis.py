@@ -20,7 +20,7 @@ import pytest
 
 from mock_server import MockHostedAI
 from mock_server.api import render
-from mock_server.api.contract import ADMIN_CONTRACT, HOSTEDAI_CONTRACT
+from mock_server.resources import ADMIN_CONTRACT, HOSTEDAI_CONTRACT
 
 SCHEMATHESIS_CONFIG = """\
 # Each run stands alone: no crash cache replayed from an earlier run.

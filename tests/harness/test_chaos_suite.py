@@ -13,8 +13,9 @@ import pytest
 
 from harness.connector import CircuitBreaker, HostedAiConnector, InferenceRequest, InferenceResponse
 from harness.connector.retry import RetryPolicy
-from harness.suites.base import RunOptions, SuiteResult, Target
+from harness.suites.base import RunOptions, SuiteResult
 from harness.suites.chaos import ChaosSuite
+from harness.target import Target
 from mock_server import MockHostedAI
 from mock_server.sim.scenarios import SCENARIOS
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness.suites.base import CheckResult, RunOptions, SuiteResult, Target
+from harness.suites.base import CheckResult, RunOptions, SuiteResult
 from harness.suites.stateful import (
     ALL_RELEASED,
     CAPACITY,
@@ -21,6 +21,7 @@ from harness.suites.stateful import (
     RELEASE_IDEMPOTENT,
     StatefulSuite,
 )
+from harness.target import Target
 from mock_server import MockHostedAI
 from mock_server.sim import errors as sim_errors
 from mock_server.sim.model import Allocation, Gpu

@@ -4,20 +4,17 @@ Every run is headless, loopback only, a few users for a few seconds, with a hard
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from harness.suites.base import Target
-from harness.target import start_mock_process
+from harness.control_plane import JournalEntry, Leak, SyncControlPlane
+from harness.target import MockProcess, Target
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADTESTS = ROOT / "loadtests"
@@ -43,39 +40,25 @@ def run_locust(cwd: Path, *args: str, api_key: str = "dev-key") -> subprocess.Co
     )
 
 
-def admin(target: Target, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        f"{target.url}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"X-Admin-Token": target.admin_token or "", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        text = resp.read()
-    return json.loads(text) if text else None
+def admin(target: Target) -> SyncControlPlane:
+    return SyncControlPlane(target.url, target.admin_token or "")
 
 
-def leaks(target: Target, *, advance_s: float | None = 1.0) -> list[dict[str, Any]]:
-    """The mock's leak report, a simulated second later on the manual clock (nothing may be active)."""
-    if advance_s is not None:
-        admin(target, "POST", "/_admin/clock/advance", {"seconds": advance_s})
-    return list(admin(target, "GET", "/_admin/leaks")["leaks"])
+def leaks(target: Target) -> list[Leak]:
+    """The mock's leak report at grace 0: nothing may still be held."""
+    return admin(target).leaks()
 
 
-def journal(target: Target, operation: str) -> list[dict[str, Any]]:
-    return list(admin(target, "GET", f"/_admin/journal?operation={operation}&limit=1000")["entries"])
+def journal(target: Target, operation: str) -> list[JournalEntry]:
+    return admin(target).journal(operation=operation)
 
 
 @pytest.fixture
 def real_clock_mock() -> Iterator[Target]:
     """A mock whose simulated time really passes (scale 1), so faults' delays are slept. Killed at the
     end: a graceful stop would wait for the requests still sleeping in those delays."""
-    process, target = start_mock_process(seed=3, extra_args=["--clock", "real", "--time-scale", "1"])
-    try:
+    with MockProcess(seed=3, extra_args=["--clock", "real", "--time-scale", "1"]).running() as target:
         yield target
-    finally:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture

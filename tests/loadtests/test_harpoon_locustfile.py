@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from harness.suites.base import Target
+from harness.target import Target
 
 from .conftest import LAX_SLO, LOADTESTS, leaks, run_locust
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness.suites.base import Target
+from harness.target import Target
 
 from .conftest import LAX_SLO, LOADTESTS, LOCUSTFILE, admin, journal, leaks, locust_argv, run_locust
 
@@ -85,7 +85,7 @@ def test_a_run_stopped_mid_session_leaks_nothing(real_clock_mock: Target, tmp_pa
         {"match": {"operation": "allocate"}, "phase": "after", "times": 2, "action": _delay(20_000)},
         {"match": {"operation": "inference"}, "action": _delay(20_000)},
     ):
-        admin(real_clock_mock, "POST", "/_admin/faults", rule)
+        admin(real_clock_mock).add_fault(rule)
     allocate_only = tmp_path / "allocate-only.yaml"
     allocate_only.write_text("users:\n  HostedAiUser:\n    POST /v1/allocate: {max_error_rate: 0}\n")
     started = time.monotonic()
@@ -100,14 +100,14 @@ def test_a_run_stopped_mid_session_leaks_nothing(real_clock_mock: Target, tmp_pa
     # answers never came were found by this run's label and released by the clean-up.
     assert len(re.findall(r"run stopped mid-session: releasing alloc_", run.stdout)) == 3, run.stdout
     assert "clean-up: released 2 allocation(s)" in run.stdout
-    assert leaks(real_clock_mock, advance_s=None) == []
+    assert leaks(real_clock_mock) == []
     assert [e["status"] for e in journal(real_clock_mock, "release")] == [204] * 5
 
 
 def test_a_run_ended_by_sigterm_stops_its_users_first_and_leaks_nothing(
     real_clock_mock: Target, tmp_path: Path
 ) -> None:
-    admin(real_clock_mock, "POST", "/_admin/faults", {"match": {"operation": "inference"}, "action": _delay(20_000)})
+    admin(real_clock_mock).add_fault({"match": {"operation": "inference"}, "action": _delay(20_000)})
     slo = tmp_path / "allocate-only.yaml"
     slo.write_text("users:\n  HostedAiUser:\n    POST /v1/allocate: {max_error_rate: 0}\n")
     process = subprocess.Popen(
@@ -132,7 +132,7 @@ def test_a_run_ended_by_sigterm_stops_its_users_first_and_leaks_nothing(
     assert process.returncode == 0, output
     assert len(re.findall(r"run stopped mid-session: releasing alloc_", output)) == 3, output
     assert "DELETE   /v1/allocate/[id]" in output  # the releases are in the stats the verdict judged
-    assert leaks(real_clock_mock, advance_s=None) == []
+    assert leaks(real_clock_mock) == []
 
 
 def test_a_shape_drives_the_users_and_ends_the_run_by_itself(hostedai_mock: Target, tmp_path: Path) -> None:

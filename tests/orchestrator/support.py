@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 
 from harness.connector import ConnectorMetrics, HostedAiConnector, parse_connector_config
+from harness.control_plane import ControlPlane, JournalEntry, Leak
 from harness.orchestrator import ModelClasses, load_model_classes
 from mock_server import MockHostedAI
 
@@ -67,37 +67,30 @@ def make_connector(
     )
 
 
-def _admin(mock: MockHostedAI) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(base_url=mock.url, headers={"X-Admin-Token": mock.admin_token or ""})
+def _admin(mock: MockHostedAI) -> ControlPlane:
+    return ControlPlane(mock.url, mock.admin_token or "")
 
 
 async def add_fault(mock: MockHostedAI, action: dict[str, Any], *, phase: str = "before", **match: str) -> str:
     """A fault rule on the mock (docs/faults.md); its id."""
-    rule = {"match": match, "action": action, "phase": phase}
-    async with _admin(mock) as admin, admin.post("/_admin/faults", json=rule) as resp:
-        assert resp.status == 201, await resp.text()
-        rule: dict[str, Any] = await resp.json()
-        return str(rule["id"])
+    async with _admin(mock) as admin:
+        return (await admin.add_fault({"match": match, "action": action, "phase": phase}))["id"]
 
 
 async def clear_faults(mock: MockHostedAI) -> None:
-    async with _admin(mock) as admin, admin.delete("/_admin/faults") as resp:
-        assert resp.status == 204, await resp.text()
+    async with _admin(mock) as admin:
+        await admin.clear_faults()
 
 
-async def journal(mock: MockHostedAI, **params: str | int) -> list[dict[str, Any]]:
+async def journal(mock: MockHostedAI, **params: str | int) -> list[JournalEntry]:
     """The requests the mock received (`since_seq`, `operation`, … filter them)."""
-    async with _admin(mock) as admin, admin.get("/_admin/journal", params=params) as resp:
-        assert resp.status == 200, await resp.text()
-        entries: list[dict[str, Any]] = (await resp.json())["entries"]
-        return entries
+    async with _admin(mock) as admin:
+        return await admin.journal(**params)
 
 
-async def leaks(mock: MockHostedAI) -> list[dict[str, Any]]:
-    async with _admin(mock) as admin, admin.get("/_admin/leaks") as resp:
-        assert resp.status == 200, await resp.text()
-        found: list[dict[str, Any]] = (await resp.json())["leaks"]
-        return found
+async def leaks(mock: MockHostedAI) -> list[Leak]:
+    async with _admin(mock) as admin:
+        return await admin.leaks()
 
 
 def active_allocations(mock: MockHostedAI) -> int:

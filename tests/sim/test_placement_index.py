@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mock_server.config import PoolConfig
+from mock_server.sim.capacity_index import CapacityIndex, capacity_index
 from mock_server.sim.clock import ManualClock
 from mock_server.sim.errors import CapacityExhausted, InvalidInput
 from mock_server.sim.model import Allocation, Gpu
-from mock_server.sim.placement import CapacityIndex, Demand, choose_gpu
+from mock_server.sim.placement import Demand, choose_gpu
 from mock_server.sim.simulator import AllocationSpec, Simulator
 from tests.sim.conftest import build_config
 
@@ -88,7 +89,7 @@ LEAVES = st.sampled_from([1, 2, 8, 4096])
 @given(pool=pools(), leaves=LEAVES, data=st.data())
 def test_the_index_chooses_what_the_scan_chooses(pool: PoolConfig, leaves: int, data: st.DataObject) -> None:
     gpus = make_gpus(pool)
-    index = CapacityIndex(pool, gpus, max_leaves=leaves)
+    index = capacity_index(pool, gpus, max_leaves=leaves)
     held: list[Allocation] = []
     for step in range(data.draw(st.integers(min_value=1, max_value=40), label="steps")):
         op = data.draw(st.sampled_from(["place", "place", "place", "hold", "give_back", "fail", "recover"]))
@@ -135,7 +136,7 @@ def test_an_index_built_over_gpus_already_in_use_agrees(
         gpu.hold(allocation(n, gpu, tflops, vram_mb))
         if data.draw(st.booleans()):
             gpu.healthy = False
-    index = CapacityIndex(pool, gpus, max_leaves=leaves)
+    index = capacity_index(pool, gpus, max_leaves=leaves)
     for demand in data.draw(st.lists(demands(), min_size=1, max_size=10)):
         assert_agrees(pool, gpus, index, demand)
 
@@ -160,7 +161,7 @@ def test_ties_made_by_float_rounding_go_to_the_lowest_index(policy: str, fuller:
         placement=policy,  # type: ignore[arg-type]
     )
     gpus = make_gpus(pool)
-    index = CapacityIndex(pool, gpus)
+    index = capacity_index(pool, gpus)
     plain, drifting = gpus[1 - fuller], gpus[fuller]
     plain.hold(allocation(1, plain, 0.3, 100))
     drifting.hold(allocation(2, drifting, 0.1, 50))
@@ -178,7 +179,7 @@ def test_best_fit_looks_past_a_level_too_full_that_shares_a_leaf_with_one_that_f
     # gpu-1 (2500 MB) the memory but not the compute; both are in the leaf of 2048-4095 MB. gpu-2 fits.
     pool = PoolConfig(id="p", gpu_type="G", gpus=3, tflops_per_gpu=100.0, vram_mb_per_gpu=81920)
     gpus = make_gpus(pool)
-    index = CapacityIndex(pool, gpus, max_leaves=64)
+    index = capacity_index(pool, gpus, max_leaves=64)
     for n, (gpu, tflops, vram_mb) in enumerate([(gpus[0], 0.5, 3500), (gpus[1], 100.0, 2500), (gpus[2], 0.5, 1000)]):
         gpu.hold(allocation(n, gpu, tflops, vram_mb))
     demand = Demand(1.0, 78920, False, 5)
@@ -199,7 +200,7 @@ def _large_pool_history(policy: str, seed: int) -> None:
         placement=policy,  # type: ignore[arg-type]
     )
     gpus = make_gpus(pool)
-    index = CapacityIndex(pool, gpus)
+    index = capacity_index(pool, gpus)
     held: list[Allocation] = []
     for step in range(3000):
         demand = Demand(rng.choice([0.1, 0.2, 5.0, 30.0, 60.0]), rng.choice([100, 2048, 20480]), rng.random() < 0.5, 5)
@@ -276,4 +277,4 @@ def test_an_index_refuses_gpus_that_differ() -> None:
     gpus = make_gpus(pool)
     gpus[1].vram_mb = 20
     with pytest.raises(ValueError, match="identical"):
-        CapacityIndex(pool, gpus)
+        capacity_index(pool, gpus)

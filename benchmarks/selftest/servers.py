@@ -22,7 +22,6 @@ from benchmarks.selftest.defects import Defect
 from mock_server.api.app import create_app
 from mock_server.config import default_config, parse_config
 
-
 # aiohttp logs, with a traceback, every request its parser refuses (schemathesis sends a NUL byte in a
 # header on purpose); the mock answers it with a 400, and that is all the self-test needs to know.
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)

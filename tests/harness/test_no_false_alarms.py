@@ -30,8 +30,9 @@ pytestmark = pytest.mark.skipif(
 def routes() -> Iterator[dict[str, Target]]:
     """The same correct mock two ways: by its own URL, and behind nginx."""
     with MockProcess(seed=11).running() as mock, nginx_proxy(mock.url) as proxied:
-        live = Target(url=mock.url, api_key=mock.api_key, second_api_key=mock.second_api_key, label=mock.url)
-        yield {"direct": live, "nginx": Target(proxied, live.api_key, second_api_key=live.second_api_key, label=proxied)}
+        direct = Target(mock.url, mock.api_key, second_api_key=mock.second_api_key, label=mock.url)
+        behind = Target(proxied, mock.api_key, second_api_key=mock.second_api_key, label=proxied)
+        yield {"direct": direct, "nginx": behind}
 
 
 def _failures(result: SuiteResult) -> list[str]:

@@ -154,6 +154,26 @@ def record_timings(environment: Environment, timings: dict[str, Any]) -> None:
         )
 
 
+RATE_LIMITED = " [429 honoured]"
+"""Suffix of the row a 429 with a valid Retry-After goes to: the target asked to slow down, and did so
+by its contract; that is not a failure, and it is kept out of the latency and error figures."""
+RETRY_AFTER_CAP_S = 30.0
+
+
+def honour_rate_limit(answer: Any) -> float | None:
+    """For a 429 that says when to come back: record it in its own row as a success and return how long
+    to wait (capped); None for any other answer. A 429 without a usable Retry-After stays a failure."""
+    if answer.status_code != 429:
+        return None
+    try:
+        wait = float(answer.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    answer.request_meta["name"] = f"{answer.request_meta['name']}{RATE_LIMITED}"
+    answer.success()
+    return min(max(0.0, wait), RETRY_AFTER_CAP_S)
+
+
 def describe(response: Any) -> str:
     """A failed answer in one line: the status and the problem's `code`, or the connection error."""
     if not response.status_code:
@@ -224,7 +244,7 @@ def _on_quitting(environment: Environment, **_kw: Any) -> None:
     rows = wire_rows(environment)
     results = evaluate(STATE.slo.gates(ran), rows)
     exceptions = sum(e["count"] for e in environment.runner.exceptions.values()) if environment.runner else 0
-    verdict = report(results, STATE.slo.path, rows[TOTAL], exceptions)
+    verdict = report(results, STATE.slo.path, rows[TOTAL], exceptions, rate_limited(environment))
     STATE.verdict = render_table(results, STATE.slo.path)
     if exceptions:
         STATE.verdict += f"\n{exceptions} unhandled exception(s) in tasks: the run fails (see the log above)"
@@ -308,7 +328,7 @@ def wire_rows(environment: Environment) -> dict[str, RowStats]:
     wire: list[StatsEntry] = []
     for (name, method), entry in stats.entries.items():
         rows[f"{method} {name}"] = _row(entry.num_requests, entry.num_failures, entry.total_rps, entry.response_times)
-        if method != SIM:
+        if method != SIM and not name.endswith(RATE_LIMITED):
             wire.append(entry)
     times: dict[int, int] = {}
     for entry in wire:
@@ -318,6 +338,11 @@ def wire_rows(environment: Environment) -> dict[str, RowStats]:
     elapsed = (stats.last_request_timestamp or 0) - (stats.start_time or 0)
     rows[TOTAL] = _row(requests, sum(e.num_failures for e in wire), requests / elapsed if elapsed > 0 else 0.0, times)
     return rows
+
+
+def rate_limited(environment: Environment) -> int:
+    """429s the run honoured (their own rows, out of the total)."""
+    return sum(e.num_requests for (name, _), e in environment.stats.entries.items() if name.endswith(RATE_LIMITED))
 
 
 def _row(requests: int, failures: int, rps: float, times: dict[int, int]) -> RowStats:

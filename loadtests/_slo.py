@@ -185,13 +185,16 @@ def render_table(results: list[GateResult], source: Path) -> str:
     return "\n".join([f"SLO gates ({source})", *lines, f"SLO {'FAILED' if failed else 'PASSED'} ({counts})"])
 
 
-def report(results: list[GateResult], source: Path, total: RowStats, exceptions: int) -> dict[str, Any]:
+def report(
+    results: list[GateResult], source: Path, total: RowStats, exceptions: int, rate_limited: int = 0
+) -> dict[str, Any]:
     """What `--slo-report` writes: the verdict, the wire requests, each gate, and the tasks' unhandled
     exceptions (any fails the run)."""
     return {
         "slo_file": str(source),
         "ok": all(r.passed is not False for r in results) and exceptions == 0,
         "requests": {"count": total.requests, "failures": total.failures, "rps": round(total.rps, 3)},
+        "rate_limited": rate_limited,
         "exceptions": exceptions,
         "gates": [r.as_json() for r in results],
     }

@@ -21,7 +21,17 @@ import random
 import time
 from typing import Any
 
-from _runtime import STATE, api_key, begin_session, describe, labels, record_timings, ssl_context_factory
+import gevent
+from _runtime import (
+    STATE,
+    api_key,
+    begin_session,
+    describe,
+    honour_rate_limit,
+    labels,
+    record_timings,
+    ssl_context_factory,
+)
 from _sse import SseParser, StreamOutcome
 from _workload import Inference, Model, plan_session
 from gevent import GreenletExit
@@ -84,6 +94,9 @@ class HostedAiUser(FastHttpUser):
         with self.client.post(
             "/v1/allocate", json=body, headers={"Idempotency-Key": key}, name="/v1/allocate", catch_response=True
         ) as answer:
+            if (wait := honour_rate_limit(answer)) is not None:
+                gevent.sleep(wait)  # a slowed-down session, not a failed one: it tries again next time
+                return None
             if answer.status_code != 201:
                 answer.failure(describe(answer))
                 return None
@@ -103,6 +116,9 @@ class HostedAiUser(FastHttpUser):
         with self.client.post(
             "/v1/inference", json=inference.body(allocation_id), name="/v1/inference", catch_response=True
         ) as answer:
+            if (wait := honour_rate_limit(answer)) is not None:
+                gevent.sleep(wait)
+                return True
             if answer.status_code != 200:
                 answer.failure(describe(answer))
                 return bool(answer.status_code != 409)
@@ -127,6 +143,9 @@ class HostedAiUser(FastHttpUser):
             stream=True,
             catch_response=True,
         ) as answer:
+            if (wait := honour_rate_limit(answer)) is not None:
+                gevent.sleep(wait)
+                return True
             if answer.status_code != 200:
                 answer.failure(describe(answer))
                 return bool(answer.status_code != 409)

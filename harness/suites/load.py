@@ -206,10 +206,18 @@ def _requests_check(report: Mapping[str, Any] | None, code: int | None, output: 
     name = "load: requests were made"
     if code is None:
         return CheckResult(name, "failed", message=f"locust did not finish in time and was killed:\n{_tail(output)}")
-    if code not in (0, 1) or report is None:
+    if code not in (0, 1):
         return CheckResult(name, "failed", message=f"locust exited {code} without its report:\n{_tail(output)}")
+    if report is None:
+        message = f"locust exited {code} but wrote no report, so its figures cannot be judged:\n{_tail(output)}"
+        return CheckResult(name, "failed", message=message)
     requests = report["requests"]
+    limited = int(report.get("rate_limited", 0))
     summary = f"{requests['count']} requests, {requests['failures']} failed, {requests['rps']:g} req/s"
+    if limited:
+        summary += f"; {limited} more answered 429 and honoured (Retry-After)"
+    if limited > requests["count"]:
+        return CheckResult(name, "skipped", message=f"untested: the target rate-limited most of the run ({summary})")
     if not requests["count"]:
         return CheckResult(name, "failed", message=f"no requests were made:\n{_tail(output)}")
     return CheckResult(name, "passed", message=summary)

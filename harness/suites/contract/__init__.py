@@ -86,7 +86,7 @@ class ContractSuite:
                     code, output = await schemathesis_run.run(argv, workdir, self.timeout_s)
                 log = proxy.log
                 checks = schemathesis_run.checks_from_junit(
-                    junit, mask, log.statuses, schemathesis_run.operation_ids(self.contract)
+                    junit, mask, log.statuses, schemathesis_run.operation_ids(self.contract), log.without_request_id
                 )
                 if code not in (0, 1) or (not checks and code != 0):
                     message = f"schemathesis exited {code}:\n{mask(output)[-4000:]}"

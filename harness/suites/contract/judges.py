@@ -374,9 +374,8 @@ def lists(evidence: Evidence) -> CheckResult:
         got = _ids(exchange)
         if got is None:
             problems.append((f"{label.split(':')[1]}: {exchange.describe() if exchange else 'did not run'}", exchange))
-        elif set(got) != want:
-            query = exchange.path.split("?", 1)[-1] if exchange else ""
-            problems.append((f"?{query} listed {sorted(got)}, expected {sorted(want)}", exchange))
+        elif set(got) != want and exchange is not None:
+            problems.append((f"GET {exchange.path} listed {sorted(got)}, expected {sorted(want)}", exchange))
     return _verdict(
         LISTS, evidence, problems, f"{len(pages)} page(s) of one, every allocation once; state and label filters exact"
     )

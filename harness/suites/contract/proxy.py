@@ -89,6 +89,8 @@ class ProxyLog:
     """What the proxy released at the end: allocation_id -> None (done) or the error."""
     retry_later: list[RetryLater] = field(default_factory=list)
     transport_errors: int = 0
+    without_request_id: Counter[str] = field(default_factory=Counter)
+    """Answers without the contract's X-Request-Id, by method: not the API's own (an intermediary's)."""
 
     def mostly_rate_limited(self, threshold: float = 0.5) -> dict[str, tuple[int, int]]:
         """Operations answered 429 more often than `threshold`: (429s, requests)."""
@@ -189,6 +191,8 @@ class BudgetProxy:
     ) -> web.StreamResponse:
         status = upstream.status
         self.log.statuses[operation][status] += 1
+        if "X-Request-Id" not in upstream.headers:
+            self.log.without_request_id[request.method] += 1
         if status in (429, 503):
             retry_after = upstream.headers.get("Retry-After")
             self.log.retry_later.append(

@@ -223,3 +223,21 @@ def test_failures_carry_curl_commands_with_the_key_as_a_variable() -> None:
     assert result.reproduce
     assert result.reproduce[0].startswith("curl ")
     assert '-H "Authorization: Bearer $HOSTED_AI_API_KEY"' in result.reproduce[0]
+
+
+def test_a_correct_server_that_rate_limits_is_not_a_failure() -> None:
+    """429s with Retry-After were waited out (kept as `<label>:429`); what came back after is judged."""
+    waited = problem("error:not_found:429", 429, "rate_limited", retry_after=1)
+    waited.headers["retry-after"] = "1"
+    results = {r.name: r for r in judges.judge_all(evidence([waited, *correct()]))}
+    assert results[judges.PROBLEMS].outcome == "passed"
+    assert results[judges.RETRY_AFTER].outcome == "passed"
+    assert "1 answer(s) 429/503" in results[judges.RETRY_AFTER].message
+
+
+def test_a_429_that_outlasts_the_probes_patience_leaves_the_check_untested() -> None:
+    limited = problem("error:not_found", 429, "rate_limited")
+    limited.headers["retry-after"] = "30"
+    result = {r.name: r for r in judges.judge_all(evidence(replaced("error:not_found", limited)))}[judges.PROBLEMS]
+    assert result.outcome == "skipped"
+    assert "untested: the target kept answering 429" in result.message

@@ -68,7 +68,13 @@ async def test_a_500_on_a_malformed_body_is_flagged(monkeypatch: pytest.MonkeyPa
     failed = _failed(result)
     assert any("POST /v1/allocate" in name for name in failed), failed
     assert any("Server error" in message for message in failed.values())
-    assert all(c.reproduce[0].startswith("curl ") for c in result.checks if c.outcome == "failed")
+    reproductions = [line for c in result.checks if c.outcome == "failed" for line in c.reproduce]
+    assert reproductions
+    assert all(line.startswith("curl ") for line in reproductions)
+    # Real values (schemathesis's own sanitizer would print max_tokens as [Filtered]), the key masked,
+    # and the target's URL, not the proxy's.
+    assert not any("[Filtered]" in line or "dev-key" in line for line in reproductions)
+    assert any('"Authorization: Bearer $HOSTED_AI_API_KEY"' in line for line in reproductions)
 
 
 async def test_a_429_without_retry_after_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:

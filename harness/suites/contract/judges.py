@@ -57,8 +57,19 @@ def _skipped(name: str, reason: str) -> CheckResult:
 
 
 def _verdict(
-    name: str, evidence: Evidence, problems: Sequence[tuple[str, Exchange | None]], passed: str
+    name: str,
+    evidence: Evidence,
+    problems: Sequence[tuple[str, Exchange | None]],
+    passed: str,
+    *,
+    judges_429s: bool = False,
 ) -> CheckResult:
+    """Passed without problems; failed with them — unless every one is a 429 that outlasted the probes'
+    patience (`Prober.send` waits out a Retry-After five times): then the check went untested."""
+    if not judges_429s:
+        limited = [e for _, e in problems if e is not None and e.status == 429]
+        if problems and len(limited) == len(problems):
+            return _skipped(name, f"untested: the target kept answering 429 rate_limited ({limited[0].describe()})")
     if not problems:
         return CheckResult(name, "passed", message=passed)
     lines = [text for text, _ in problems]
@@ -225,7 +236,8 @@ def retry_after(evidence: Evidence) -> CheckResult:
     if not seen:
         reason = evidence.not_gathered.get("retry_after", "no 429 or 503 was seen in this run")
         return _skipped(RETRY_AFTER, reason)
-    return _verdict(RETRY_AFTER, evidence, problems, f"{seen} answer(s) 429/503, each with a valid Retry-After")
+    message = f"{seen} answer(s) 429/503, each with a valid Retry-After"
+    return _verdict(RETRY_AFTER, evidence, problems, message, judges_429s=True)
 
 
 def idempotency(evidence: Evidence) -> CheckResult:

@@ -34,6 +34,8 @@ ALLOCATIONS = 3
 RUN_LABEL = "harness_probe"
 BURST = 12
 """Concurrent reads sent at once to see how the target rate-limits (a 429 must carry Retry-After)."""
+RATE_LIMIT_RETRIES = 5
+RETRY_AFTER_CAP_S = 30.0
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
@@ -79,6 +81,13 @@ class Exchange:
         return " ".join(parts)
 
 
+def _retry_after_s(exchange: Exchange) -> float | None:
+    try:
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(exchange.headers.get("retry-after", ""))))
+    except ValueError:
+        return None
+
+
 def sse_events(text: str) -> list[tuple[str, Any]]:
     """The (event, data) pairs of a text/event-stream body; data that is not JSON is kept as text."""
     events: list[tuple[str, Any]] = []
@@ -120,7 +129,13 @@ class Evidence:
         return found[-1] if found else None
 
     def all(self, prefix: str) -> list[Exchange]:
-        return [e for e in self.exchanges if e.label == prefix or e.label.startswith(prefix + ":")]
+        """The exchanges of a probe family (`allocate` → `allocate:a`, `allocate:b`...), without the
+        429s that were waited out and sent again."""
+        return [
+            e
+            for e in self.exchanges
+            if (e.label == prefix or e.label.startswith(prefix + ":")) and not e.label.endswith(":429")
+        ]
 
 
 class Prober:
@@ -144,6 +159,33 @@ class Prober:
         key_env: str | None = None,
         request_id: bool = True,
         headers: dict[str, str] | None = None,
+        patient: bool = True,
+    ) -> Exchange:
+        """Send once; `patient`: a 429 with a Retry-After is waited out and sent again (a few times, each
+        429 kept as evidence under `<label>:429`), as a client of a rate-limited service must."""
+        for _ in range(RATE_LIMIT_RETRIES):
+            exchange = await self._send_once(
+                label, method, path, body, raw, content_type, key, key_env, request_id, headers
+            )
+            wait = _retry_after_s(exchange)
+            if not patient or exchange.status != 429 or wait is None:
+                return exchange
+            exchange.label = f"{label}:429"
+            await asyncio.sleep(wait)
+        return exchange
+
+    async def _send_once(
+        self,
+        label: str,
+        method: str,
+        path: str,
+        body: Any,
+        raw: bytes | None,
+        content_type: str,
+        key: str | None,
+        key_env: str | None,
+        request_id: bool,
+        headers: dict[str, str] | None,
     ) -> Exchange:
         key = self._target.api_key if key is None else key
         key_env = key_env or self.evidence.key_env
@@ -245,7 +287,7 @@ async def _errors(prober: Prober, shape: Shape) -> None:
 
 async def _burst(prober: Prober) -> None:
     """A handful of reads at once: a target that rate-limits shows how (every 429 with Retry-After)."""
-    await asyncio.gather(*(prober.send(f"burst:{i}", "GET", "/v1/pools") for i in range(BURST)))
+    await asyncio.gather(*(prober.send(f"burst:{i}", "GET", "/v1/pools", patient=False) for i in range(BURST)))
 
 
 async def _lifecycle(prober: Prober, target: Target, shape: Shape, run: str, idempotency_key: bool) -> None:

@@ -19,7 +19,6 @@ import pytest
 from aiohttp import web
 
 from harness.suites.contract import judges
-from harness.suites.stateful import RELEASE_IDEMPOTENT
 from mock_server.api import handlers, inputs, render
 from mock_server.sim import errors, ledger, simulator, textgen
 from mock_server.sim.idempotency import IdempotencyStore
@@ -295,7 +294,11 @@ def _validation_crashes(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(inputs, "_body", crashing)
 
 
-RATE_LIMITED = {"tenants": {"dev": {"api_keys": ["dev-key"], "rate_limit": {"rps": 5, "burst": 6}}}}
+# On the real clock, so the bucket refills as a live service's does (the manual clock never moves here).
+RATE_LIMITED = {
+    "simulation": {"clock": "real"},
+    "tenants": {"dev": {"api_keys": ["dev-key"], "rate_limit": {"rps": 5, "burst": 6}}},
+}
 FLAKY_POOLS = {
     "faults": [
         {
@@ -456,6 +459,3 @@ CATALOGUE: tuple[Defect, ...] = (
         patch=_validation_crashes,
     ),
 )
-
-# Stateful checks that also guard some of these (reported beside, not required).
-ALSO = {"release-not-idempotent": RELEASE_IDEMPOTENT}

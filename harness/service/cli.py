@@ -25,7 +25,7 @@ DEFAULT_CONFIG = str(HARPOON_CONFIG)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Harpoon's /v2/process service, running requests on HostedAI.")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: the packaged harpoon.yaml)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: the packaged harpoon.yaml)")
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -184,7 +184,7 @@ def test_a_missing_tool_is_one_line_and_exit_2_before_anything_runs(
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == tool else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == tool else real_find_spec(name))
     assert _exit_code([command]) == 2
     err = _one_line_error(capsys)
     assert f"needs {tool}, which is not installed here" in err

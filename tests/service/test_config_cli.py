@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from harness.connector import Requirements
-from harness.service import ServiceConfigError, load_service_config
 from harness.orchestrator import load_model_classes
 from harness.resources import HARPOON_CONFIG, MODELS_FILE
+from harness.service import ServiceConfigError, load_service_config
 from harness.service.cli import build_parser, main
 from tests.orchestrator.support import ROOT
 

@@ -118,3 +118,11 @@ async def test_the_connector_guide_examples_run_against_the_mock(monkeypatch: py
             assert isinstance(streamed, str)
             assert streamed
         assert mock.sim.pool_stats("gpu-pool-1")[0].allocations_active == 0
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_the_control_plane_guide_examples_run(index: int) -> None:
+    blocks = [block for block in _blocks(ROOT / "docs" / "control-plane.md", "python") if "\n" in block.strip()]
+    assert len(blocks) == 3
+    result = subprocess.run([sys.executable, "-c", blocks[index]], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

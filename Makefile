@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The OpenAPI tools (Redocly, Spectral, Prism; pinned in tools/package.json and its lock file), installed
+# with npm into a directory this Makefile owns, npm's download cache included.
+TOOLS := .tools
 
-.PHONY: verify run service load test lint typecheck bench clean
+.PHONY: verify run service load test lint typecheck tools bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,14 @@ service: $(BIN)/.installed  ## Start the Harpoon /v2/process service on 127.0.0.
 load: $(BIN)/.installed  ## The load suite (locust, SLO gates) against the embedded mock; ARGS="--target URL" for another
 	$(BIN)/hostedai-harness load --report-dir reports $(ARGS)
 
+$(TOOLS)/.installed: tools/package.json tools/package-lock.json
+	mkdir -p $(TOOLS)
+	cp tools/package.json tools/package-lock.json $(TOOLS)/
+	cd $(TOOLS) && npm ci --cache .npm-cache --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+tools: $(TOOLS)/.installed  ## Install the pinned OpenAPI tools into .tools/ (make test does it first)
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -30,11 +41,11 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck  ## Lint, type-check and run the whole test suite
+test: lint typecheck $(TOOLS)/.installed  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest -q $(ARGS)
 
 bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reports
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis reports

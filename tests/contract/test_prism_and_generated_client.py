@@ -23,6 +23,10 @@ _LISTENING = re.compile(r"Prism is listening on (http://\S+)")
 _PROBLEM = re.compile(r"✖|VIOLATIONS|UNPROCESSABLE|Violation", re.I)
 
 
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
 @asynccontextmanager
 async def _prism_proxy(upstream: str, log: Path) -> AsyncIterator[str]:
     with log.open("wb") as out:
@@ -42,11 +46,11 @@ async def _prism_proxy(upstream: str, log: Path) -> AsyncIterator[str]:
         )
     try:
         for _ in range(600):  # up to 60 s for node to start
-            found = _LISTENING.search(log.read_text(errors="replace"))
+            found = _LISTENING.search(_text(log))
             if found or process.returncode is not None:
                 break
             await asyncio.sleep(0.1)
-        assert found, f"prism did not start: {log.read_text(errors='replace')[-2000:]}"
+        assert found, f"prism did not start: {_text(log)[-2000:]}"
         yield found.group(1).rstrip("/")
     finally:
         if process.returncode is None:
@@ -77,7 +81,7 @@ async def test_prism_validating_proxy_finds_no_violation_in_the_harness_traffic(
         output, _ = await asyncio.wait_for(harness.communicate(), 300)
         async with ControlPlane(mock.url, mock.admin_token or "") as admin:
             journal = await admin.journal()
-    text = log.read_text(errors="replace")
+    text = _text(log)
     assert harness.returncode == 0, output.decode()
     operations = {entry["operation"] for entry in journal}
     assert {"allocate", "inference", "release", "status"} <= operations  # the proxy carried them all

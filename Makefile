@@ -32,7 +32,16 @@ $(TOOLS)/.installed: tools/package.json tools/package-lock.json
 	cd $(TOOLS) && npm ci --cache .npm-cache --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $@
 
-tools: $(TOOLS)/.installed  ## Install the pinned OpenAPI tools into .tools/ (make test does it first)
+# Jenkins xUnit's JUnit schema (junit-10.xsd, MIT), as pytest's source distribution ships it for its own
+# tests: what tests/harness/test_junit_schema.py validates the harness's junit.xml against.
+$(TOOLS)/junit-10.xsd: $(BIN)/.installed
+	mkdir -p $(TOOLS)/sdist
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: pytest==9.2.0 -d $(TOOLS)/sdist
+	tar -xzf $(TOOLS)/sdist/pytest-9.2.0.tar.gz -C $(TOOLS) --strip-components=3 pytest-9.2.0/testing/example_scripts/junit-10.xsd
+	echo "a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6  $@" | sha256sum --check --quiet
+	touch $@
+
+tools: $(TOOLS)/.installed $(TOOLS)/junit-10.xsd  ## Install the pinned OpenAPI tools and schemas into .tools/ (make test does)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -41,7 +50,7 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck $(TOOLS)/.installed  ## Lint, type-check and run the whole test suite
+test: lint typecheck tools  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest -q $(ARGS)
 
 bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md

@@ -41,7 +41,19 @@ $(TOOLS)/junit-10.xsd: $(BIN)/.installed
 	echo "a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6  $@" | sha256sum --check --quiet
 	touch $@
 
-tools: $(TOOLS)/.installed $(TOOLS)/junit-10.xsd  ## Install the pinned OpenAPI tools and schemas into .tools/ (make test does)
+# A plain `pip install .` into a virtualenv of its own (not editable, no dev extra), which
+# tests/deploy/test_fresh_install.py runs the three commands and the docs' examples from, outside the
+# checkout; pytest-asyncio beside it, put on PYTHONPATH only for the strict-mode run.
+SHIPPED := pyproject.toml README.md $(shell find mock_server harness contracts configs loadtests -type f -not -path '*/__pycache__/*')
+$(TOOLS)/fresh/.installed: $(SHIPPED)
+	rm -rf $(TOOLS)/fresh $(TOOLS)/fresh-asyncio
+	$(PYTHON) -m venv $(TOOLS)/fresh
+	$(TOOLS)/fresh/bin/python -m pip install --quiet --disable-pip-version-check .
+	$(TOOLS)/fresh/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--target $(TOOLS)/fresh-asyncio pytest-asyncio==1.5.0
+	touch $@
+
+tools: $(TOOLS)/.installed $(TOOLS)/junit-10.xsd $(TOOLS)/fresh/.installed  ## Install the pinned OpenAPI tools and schemas into .tools/ (make test does)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

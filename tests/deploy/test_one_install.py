@@ -32,10 +32,26 @@ def _closure(requirements: list[str]) -> set[str]:
     return seen
 
 
+def _optional(tree: ast.AST) -> set[int]:
+    """The import nodes inside `try: ... except ImportError`: used when there, never required."""
+    return {
+        id(node)
+        for handler_owner in ast.walk(tree)
+        if isinstance(handler_owner, ast.Try)
+        and any("ImportError" in ast.unparse(h.type) for h in handler_owner.handlers if h.type is not None)
+        for statement in handler_owner.body
+        for node in ast.walk(statement)
+    }
+
+
 def _imported_modules(package: str) -> set[str]:
     modules: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        tree = ast.parse(path.read_text("utf-8"), str(path))
+        optional = _optional(tree)
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -188,3 +188,15 @@ def test_a_missing_tool_is_one_line_and_exit_2_before_anything_runs(
     assert _exit_code([command]) == 2
     err = _one_line_error(capsys)
     assert f"needs {tool}, which is not installed here" in err
+
+
+def test_a_mock_process_starts_whatever_its_admin_token_begins_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    # secrets.token_urlsafe draws from "-" too: a token "-…" once read as a flag (exit 2, ~1 run in 64).
+    import harness.target
+
+    monkeypatch.setattr(harness.target.secrets, "token_urlsafe", lambda _: "-starts-like-a-flag")
+    with MockProcess(seed=1).running() as target:
+        assert target.admin_token == "-starts-like-a-flag"
+        from harness.control_plane import SyncControlPlane
+
+        assert SyncControlPlane(target.url, target.admin_token).state()["seed"] == 1

@@ -5,7 +5,9 @@
 #   docker run --rm -p 127.0.0.1:8080:8080 -e HEALTH_PORT=8080 \
 #     -e HOSTED_AI_BASE_URL=http://host.docker.internal:8000 -e HOSTED_AI_API_KEY=dev-key \
 #     hostedai-testkit:local harpoon-service --config configs/harpoon.compose.yaml        # Harpoon
+#   docker run --rm hostedai-testkit:local hostedai-harness verify                       # every suite
 #
+# `pip install .` brings everything the three commands run (schemathesis, hypothesis, locust included).
 # docker-compose.yml and deploy/k8s/ run both; tests/deploy/ checks that they agree with this file.
 
 FROM python:3.11-slim AS build

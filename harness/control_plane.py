@@ -31,6 +31,19 @@ from typing import Any, Literal, TypedDict, cast
 
 import aiohttp
 
+__all__ = [
+    "Clock",
+    "ControlPlane",
+    "ControlPlaneError",
+    "FaultRule",
+    "GpuEvent",
+    "JournalEntry",
+    "Leak",
+    "Scenario",
+    "State",
+    "SyncControlPlane",
+]
+
 DEFAULT_TIMEOUT_S = 15.0
 _MAX_PAGES = 10_000
 

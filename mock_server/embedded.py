@@ -4,6 +4,9 @@ async with MockHostedAI() as mock:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {mock.api_key}"}) as s:
         await s.get(f"{mock.url}/v1/pools")
     mock.sim.allocations  # the simulator's state, to assert on
+
+From sync code the same object serves from a background thread (`mock_server/background.py`):
+`with MockHostedAI() as mock:`, or `@mock` on a function.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from aiohttp import web
 
 from mock_server.api.app import create_app
 from mock_server.api.state import STATE, ServerState
+from mock_server.background import SyncEmbedding
 from mock_server.config import MockConfig, load_config
 from mock_server.sim.clock import Clock, ManualClock
 from mock_server.sim.simulator import Simulator
 
 
-class MockHostedAI:
+class MockHostedAI(SyncEmbedding):
     def __init__(
         self,
         config: MockConfig | str | Path | None = None,
@@ -108,7 +112,11 @@ class MockHostedAI:
         clock = self.clock
         if not isinstance(clock, ManualClock):
             raise RuntimeError("advance() needs the manual clock: MockHostedAI(clock='manual')")
-        now = clock.advance(seconds)
-        self.sim.tick()
-        self.state.waiters.notify()
-        return now
+
+        def move() -> float:
+            now = clock.advance(seconds)
+            self.sim.tick()
+            self.state.waiters.notify()
+            return now
+
+        return self.run_on_loop(move)  # from sync code, on the server's thread

@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +32,7 @@ def test_readme_python_example_runs() -> None:
 
 
 def test_readme_quick_start_is_two_make_targets_that_exist() -> None:
-    (quick_start,) = _blocks(ROOT / "README.md", "sh")[:1]
+    (quick_start,) = [block for block in _blocks(ROOT / "README.md", "sh") if "make verify" in block]
     commands = [line.split("#")[0].strip() for line in quick_start.strip().splitlines()]
     assert commands == ["make verify", "make test"]
     makefile = (ROOT / "Makefile").read_text()
@@ -118,3 +119,46 @@ async def test_the_connector_guide_examples_run_against_the_mock(monkeypatch: py
             assert isinstance(streamed, str)
             assert streamed
         assert mock.sim.pool_stats("gpu-pool-1")[0].allocations_active == 0
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_the_control_plane_guide_examples_run(index: int) -> None:
+    blocks = [block for block in _blocks(ROOT / "docs" / "control-plane.md", "python") if "\n" in block.strip()]
+    assert len(blocks) == 3
+    result = subprocess.run([sys.executable, "-c", blocks[index]], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def _links(markdown: str) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)\)", markdown)
+
+
+def test_readme_links_work_off_the_repository() -> None:
+    # A package index shows the README without the repository around it: every link is absolute, into
+    # the repository pyproject declares, and names a file that exists.
+    repository = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    links = _links((ROOT / "README.md").read_text())
+    assert len(links) >= 10
+    for link in links:
+        assert link.startswith(f"{repository}/blob/main/"), link
+        assert (ROOT / link.removeprefix(f"{repository}/blob/main/").split("#")[0]).is_file(), link
+
+
+def test_readme_clears_every_fault_it_shows_how_to_set() -> None:
+    readme = (ROOT / "README.md").read_text()
+    sets = [m.start() for m in re.finditer(r"-X POST \S+/_admin/(faults|scenarios/)", readme)]
+    assert sets
+    clears = [m.start() for m in re.finditer(r"-X DELETE \S+/_admin/faults\b|-X POST \S+/_admin/reset", readme)]
+    assert all(any(clear > where for clear in clears) for where in sets)
+    assert "A fault stays on until it is cleared" in readme
+
+
+async def test_readme_fault_commands_set_and_clear_against_the_mock() -> None:
+    commands = [argv for argv in _curl_commands(ROOT / "README.md") if "/_admin/" in " ".join(argv)]
+    assert len(commands) == 4
+    async with MockHostedAI(clock="manual") as mock, aiohttp.ClientSession() as http:
+        for argv in commands:
+            method, url, headers, _ = _parse_curl(argv)
+            async with http.request(method, url.replace("http://127.0.0.1:8000", mock.url), headers=headers) as resp:
+                assert resp.status in (200, 201, 204), argv
+        assert mock.sim.faults.rules == []

@@ -14,16 +14,18 @@ import sys
 from aiohttp import web
 
 from harness.argparsing import OneLineParser
+from harness.resources import HARPOON_CONFIG
 from harness.service.app import create_service_app
 from harness.service.config import HarpoonConfig, ServiceConfigError, load_service_config
 
 PROG = "harpoon-service"
-DEFAULT_CONFIG = "configs/harpoon.yaml"
+# Shipped in the package (pyproject force-includes it), so the command starts anywhere, not only in a checkout.
+DEFAULT_CONFIG = str(HARPOON_CONFIG)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Harpoon's /v2/process service, running requests on HostedAI.")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config file (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: the packaged harpoon.yaml)")
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

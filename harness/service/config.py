@@ -2,7 +2,8 @@
 
     hosted_ai: {...}          the integration guide's section (harness.connector.parse_connector_config)
     service: {host, port}     where to listen (default 127.0.0.1:8080)
-    models: models.yaml       the request classes (harness.orchestrator.requirements), relative to this file
+    models: models.yaml       the request classes (harness.orchestrator.requirements), relative to this file;
+                              optional: without it, the integration guide's table shipped in the package
 
 Every error is a `ServiceConfigError` of one line naming the file and the key.
 """
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.connector import ConnectorConfigError, HostedAiConfig, parse_connector_config
 from harness.orchestrator import ModelClasses, ModelsConfigError, load_model_classes
+from harness.resources import MODELS_FILE
 from harness.yamlfile import first_problem, read_yaml
 
 _KEYS = ("hosted_ai", "service", "models")
@@ -69,7 +71,7 @@ def parse_service_config(data: Any, source: str = "config", base_dir: Path | Non
     except ConnectorConfigError as exc:
         raise ServiceConfigError(str(exc)) from None
     service = _validated_service(data.get("service") or {}, source)
-    models = data.get("models")
+    models = data.get("models", str(MODELS_FILE))
     if not isinstance(models, str) or not models:
         raise ServiceConfigError(f"{source}: models: expected the path of the models file")
     path = Path(models)

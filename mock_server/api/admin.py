@@ -7,10 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from mock_server.api import render
+from mock_server.api.contract import Contract
 from mock_server.api.handlers import Handler, json_response
 from mock_server.api.inputs import Call
 from mock_server.api.problems import ApiError
 from mock_server.api.state import STATE, ServerState
+from mock_server.resources import ADMIN_CONTRACT
 from mock_server.sim.clock import ManualClock, ScaledClock
 from mock_server.sim.model import Gpu
 from mock_server.sim.scenarios import SCENARIOS
@@ -158,6 +160,14 @@ async def recover_gpu(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response({"gpu": gpu_view(gpu), "failed_allocations": []})
 
 
+async def get_openapi_yaml(request: web.Request, call: Call) -> web.StreamResponse:
+    return web.Response(text=Contract.load(ADMIN_CONTRACT).yaml_text, content_type="application/yaml")
+
+
+async def get_openapi_json(request: web.Request, call: Call) -> web.StreamResponse:
+    return web.Response(text=Contract.load(ADMIN_CONTRACT).json_text, content_type="application/json")
+
+
 ADMIN_HANDLERS: dict[str, Handler] = {
     "adminGetState": get_state,
     "adminReset": reset,
@@ -173,4 +183,6 @@ ADMIN_HANDLERS: dict[str, Handler] = {
     "adminGetLeaks": get_leaks,
     "adminFailGpu": fail_gpu,
     "adminRecoverGpu": recover_gpu,
+    "adminGetOpenApiYaml": get_openapi_yaml,
+    "adminGetOpenApiJson": get_openapi_json,
 }

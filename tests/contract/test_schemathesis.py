@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.suites.contract.schemathesis_run import with_link_bodies
 from mock_server import MockHostedAI
 from mock_server.api import render
+from mock_server.api.contract import Contract
 from mock_server.resources import ADMIN_CONTRACT, HOSTEDAI_CONTRACT
 
 SCHEMATHESIS_CONFIG = """\
@@ -70,7 +72,8 @@ async def _run_schemathesis(
         "--config-file",
         str(config),
         "run",
-        str(contract),
+        # The links' body templates as schemathesis reads them (the harness's contract suite does the same).
+        str(with_link_bodies(contract, tmp_path)),
         "--url",
         mock.url,
         "--checks",
@@ -121,7 +124,8 @@ async def test_schemathesis_finds_no_violation_of_the_admin_contract(tmp_path: P
             contract=ADMIN_CONTRACT,
         )
     assert returncode == 0, report
-    assert "14 selected / 14 total" in report
+    operations = len(Contract.load(ADMIN_CONTRACT).operations)
+    assert f"{operations} selected / {operations} total" in report
 
 
 async def test_schemathesis_run_fails_on_a_response_that_breaks_the_contract(

@@ -175,3 +175,28 @@ def test_a_live_run_against_a_correct_server_passes_and_says_what_it_skipped(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "shared with other clients" in result.stdout  # capacity accounting skipped, and why
     assert "PASSED: " in result.stdout
+
+
+@pytest.mark.parametrize(("command", "tool"), [("contract", "schemathesis"), ("verify", "locust")])
+def test_a_missing_tool_is_one_line_and_exit_2_before_anything_runs(
+    command: str, tool: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == tool else real_find_spec(name))
+    assert _exit_code([command]) == 2
+    err = _one_line_error(capsys)
+    assert f"needs {tool}, which is not installed here" in err
+
+
+def test_a_mock_process_starts_whatever_its_admin_token_begins_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    # secrets.token_urlsafe draws from "-" too: a token "-…" once read as a flag (exit 2, ~1 run in 64).
+    import harness.target
+
+    monkeypatch.setattr(harness.target.secrets, "token_urlsafe", lambda _: "-starts-like-a-flag")
+    with MockProcess(seed=1).running() as target:
+        assert target.admin_token == "-starts-like-a-flag"
+        from harness.control_plane import SyncControlPlane
+
+        assert SyncControlPlane(target.url, target.admin_token).state()["seed"] == 1

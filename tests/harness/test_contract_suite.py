@@ -5,9 +5,11 @@ bug reaches the wire), run through the suite exactly as `hostedai-harness contra
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness.suites.base import RunOptions, SuiteResult
 from harness.suites.contract import ContractSuite
@@ -100,3 +102,20 @@ async def test_live_mode_allocates_within_its_budget_and_releases_everything() -
     names = {c.name for c in result.checks}
     assert "contract: POST /v1/allocate" in names
     assert "contract: POST /v1/inference" in names
+
+
+def test_schemathesis_reads_the_links_body_templates_as_request_bodies(tmp_path: Path) -> None:
+    from harness.resources import HOSTEDAI_CONTRACT
+    from harness.suites.contract.schemathesis_run import LINK_BODY, with_link_bodies
+
+    original = yaml.safe_load(HOSTEDAI_CONTRACT.read_text())
+    given = yaml.safe_load(with_link_bodies(HOSTEDAI_CONTRACT, tmp_path).read_text())
+    links = given["paths"]["/v1/allocate"]["post"]["responses"]["201"]["links"]
+    template = original["paths"]["/v1/allocate"]["post"]["responses"]["201"]["links"]["RunInference"][LINK_BODY]
+    assert links["RunInference"]["requestBody"] == template
+    assert template["allocation_id"] == "$response.body#/allocation_id"
+    assert LINK_BODY not in links["RunInference"]
+    # Nothing else changes.
+    del links["RunInference"]["requestBody"]
+    del original["paths"]["/v1/allocate"]["post"]["responses"]["201"]["links"]["RunInference"][LINK_BODY]
+    assert given == original

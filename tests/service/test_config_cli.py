@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 from harness.connector import Requirements
+from harness.orchestrator import load_model_classes
+from harness.resources import HARPOON_CONFIG, MODELS_FILE
 from harness.service import ServiceConfigError, load_service_config
-from harness.service.cli import main
+from harness.service.cli import build_parser, main
 from tests.orchestrator.support import ROOT
 
 SHIPPED = ROOT / "configs" / "harpoon.yaml"
@@ -77,12 +79,21 @@ def test_unreadable_and_invalid_files_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert "bad.yaml: not valid YAML" in capsys.readouterr().err
 
 
-def test_the_default_config_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_default_config_is_the_packaged_one_and_loads_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert main([]) == 2
-    assert "configs/harpoon.yaml: cannot read the config file" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # no configs/ here: a user's project, not this checkout
+    default = build_parser().parse_args([]).config
+    assert Path(default) == HARPOON_CONFIG
+    assert load_service_config(default) == load_service_config(SHIPPED)
+
+
+def test_a_config_with_only_the_guides_section_uses_the_shipped_model_table(tmp_path: Path) -> None:
+    path = tmp_path / "harpoon.yaml"
+    path.write_text('hosted_ai:\n  base_url: "https://api.hosted.ai"\n  api_key: "${HOSTED_AI_API_KEY}"\n')
+    config = load_service_config(path)
+    assert config.classes == load_model_classes(MODELS_FILE)
+    assert config.classes.for_label("simple").requirements().model == "gemma-270m"
 
 
 def test_a_missing_api_key_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -81,7 +81,11 @@ class ContractSuite:
                     mask = schemathesis_run.Masking(proxy.url, target)
                     junit = workdir / "junit.xml"
                     argv = schemathesis_run.command(
-                        proxy.url, schemathesis_run.write_config(workdir, target), junit, options, self.contract
+                        proxy.url,
+                        schemathesis_run.write_config(workdir, target),
+                        junit,
+                        options,
+                        schemathesis_run.with_link_bodies(self.contract, workdir),
                     )
                     code, output = await schemathesis_run.run(argv, workdir, self.timeout_s)
                 log = proxy.log

@@ -69,6 +69,27 @@ def write_config(workdir: Path, target: Target) -> Path:
     return path
 
 
+LINK_BODY = "x-request-body"
+
+
+def with_link_bodies(contract: Path, workdir: Path) -> Path:
+    """The contract as schemathesis should read it: each link's `x-request-body` as its `requestBody`.
+
+    The contract keeps a link's body template (allocation_id taken from the allocate answer) in an
+    extension because openapi-generator accepts only a string as `requestBody`; schemathesis follows
+    the object form, which is what chains allocate → inference in the stateful phase."""
+    spec = yaml.safe_load(contract.read_text("utf-8"))
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            for response in (operation.get("responses", {}) if isinstance(operation, dict) else {}).values():
+                for link in response.get("links", {}).values():
+                    if LINK_BODY in link:
+                        link["requestBody"] = link.pop(LINK_BODY)
+    path = workdir / contract.name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), "utf-8")
+    return path
+
+
 def command(url: str, config: Path, junit: Path, options: RunOptions, contract: Path = HOSTEDAI_CONTRACT) -> list[str]:
     return [
         sys.executable,

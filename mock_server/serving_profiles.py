@@ -55,6 +55,8 @@ class ServingProfile(_Strict):
     kv_ns_per_token: Annotated[float, Field(ge=0)] = 0.0
     """Added to a decode step per KV token the batch reads."""
     prefill_us_per_token: Annotated[float, Field(ge=0)]
+    prefill_step_ms: Annotated[float, Field(gt=0)] | None = None
+    """The fixed part of a step that only prefills; default: a decode step at batch 1."""
     attention_ns_per_token_ctx: Annotated[float, Field(ge=0)] = 0.0
     """Added per prompt token per token of context it attends to (long prompts' n² term)."""
     request_overhead_ms: Annotated[float, Field(ge=0)] = 0.0

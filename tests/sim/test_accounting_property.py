@@ -3,9 +3,8 @@ interleave, the per-GPU accounting matches the allocations it holds and never ex
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st

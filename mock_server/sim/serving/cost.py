@@ -9,8 +9,8 @@
 - `p × (t_prefill + c × t_attn)`: `p` prompt tokens prefilled in the step, the attention part growing
   with the context `c` they attend to (the n² term of long prompts).
 
-A step with nothing decoding still costs `decode(1)`: the scheduler, the sampler and the launch
-overhead of a step do not vanish. Noise is one-sided (a step is never faster than the profile says:
+A step with nothing decoding still costs `decode(1)` (the scheduler, the sampler and the launch
+overhead of a step do not vanish), unless the profile says what a prefill-only step costs. Noise is one-sided (a step is never faster than the profile says:
 the physical floor) and a pure function of the step's number and the engine's seed.
 """
 
@@ -37,6 +37,8 @@ class StepCost:
     """Per prompt token, per token of context it attends to."""
     noise_sigma: float = 0.0
     seed: int = 0
+    prefill_step_s: float | None = None
+    """The fixed part of a step that only prefills (nothing decoding); None: `decode(1)`."""
 
     def __post_init__(self) -> None:
         if not self.batch or self.batch[0] != 1 or list(self.batch) != sorted(set(self.batch)):
@@ -56,6 +58,8 @@ class StepCost:
 
     def step_s(self, decoding: int, kv_tokens: int, prefill_tokens: int, prefill_context: int) -> float:
         prefill = prefill_tokens * self.prefill_s_per_token + prefill_context * self.attention_s_per_token_ctx
+        if decoding == 0 and self.prefill_step_s is not None:
+            return self.prefill_step_s + prefill
         return self.decode(decoding) + kv_tokens * self.kv_s_per_token + prefill
 
     def kv_growth_s(self, decoding: int) -> float:

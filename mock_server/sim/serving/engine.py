@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from mock_server.sim.serving.cost import StepCost
 
-
 # Virtual times are sums of floats: a step that ends within this of a moment has ended by it.
 EPS = 1e-9
 

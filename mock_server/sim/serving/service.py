@@ -28,6 +28,7 @@ class Timeline:
     """A request's times in simulated seconds from its arrival (None: not reached)."""
 
     queue_s: float | None
+    """Waiting for the model server to admit it (the frontend's overhead is not queueing)."""
     ttft_s: float | None
     total_s: float | None
     tokens: int
@@ -58,6 +59,7 @@ def step_cost(profile: ServingProfile, seed: int) -> StepCost:
         attention_s_per_token_ctx=profile.attention_ns_per_token_ctx / 1e9,
         noise_sigma=profile.noise_sigma,
         seed=seed,
+        prefill_step_s=None if profile.prefill_step_ms is None else profile.prefill_step_ms / 1000,
     )
 
 
@@ -167,6 +169,5 @@ def _timeline(tracked: Tracked, overhead_s: float) -> Timeline:
     def since(t: float | None) -> float | None:
         return None if t is None else overhead_s + max(0.0, t - t0)
 
-    return Timeline(
-        since(tracked.admitted_t), since(tracked.first_token_t), since(tracked.finished_t), tracked.seq.generated
-    )
+    queue = None if tracked.admitted_t is None else max(0.0, tracked.admitted_t - t0)
+    return Timeline(queue, since(tracked.first_token_t), since(tracked.finished_t), tracked.seq.generated)

@@ -10,8 +10,9 @@
   with the context `c` they attend to (the n² term of long prompts).
 
 A step with nothing decoding still costs `decode(1)` (the scheduler, the sampler and the launch
-overhead of a step do not vanish), unless the profile says what a prefill-only step costs. Noise is one-sided (a step is never faster than the profile says:
-the physical floor) and a pure function of the step's number and the engine's seed.
+overhead of a step do not vanish), unless the profile says what a prefill-only step costs. Noise is
+one-sided (a step is never faster than the profile says: the physical floor) and a pure function of the
+step's number and the engine's seed.
 """
 
 from __future__ import annotations
@@ -56,15 +57,19 @@ class StepCost:
         x0, x1, y0, y1 = grid[i], grid[i + 1], times[i], times[i + 1]
         return max(times[0], y0 + (y1 - y0) * (n - x0) / (x1 - x0))
 
-    def step_s(self, decoding: int, kv_tokens: int, prefill_tokens: int, prefill_context: int) -> float:
+    def step_s(
+        self, decoding: int, kv_tokens: int, prefill_tokens: int, prefill_context: int, memory_slowdown: float = 1.0
+    ) -> float:
+        """`memory_slowdown` stretches the memory-bound part (decode, KV reads): what co-tenants sharing
+        the GPU's memory bandwidth cost (MPS); compute-bound prefill is barely touched by them."""
         prefill = prefill_tokens * self.prefill_s_per_token + prefill_context * self.attention_s_per_token_ctx
         if decoding == 0 and self.prefill_step_s is not None:
             return self.prefill_step_s + prefill
-        return self.decode(decoding) + kv_tokens * self.kv_s_per_token + prefill
+        return (self.decode(decoding) + kv_tokens * self.kv_s_per_token) * memory_slowdown + prefill
 
-    def kv_growth_s(self, decoding: int) -> float:
+    def kv_growth_s(self, decoding: int, memory_slowdown: float = 1.0) -> float:
         """How much longer each next step of a decode run is: every sequence added a KV token."""
-        return decoding * self.kv_s_per_token
+        return decoding * self.kv_s_per_token * memory_slowdown
 
     def noise(self, step: int) -> float:
         """A factor ≥ 1 for a run that starts at step number `step` (half-normal, deterministic)."""

@@ -133,6 +133,8 @@ class Engine:
         self.steps = 0
         """Steps completed: the noise of a step is keyed on its number."""
         self.run: Run | None = None
+        self.memory_slowdown = 1.0
+        """Set by the GPU's sharing layer: co-tenants running on the same memory bandwidth (MPS)."""
         self.v = 0.0
         """Virtual time up to which the engine has been advanced."""
 
@@ -174,6 +176,14 @@ class Engine:
             seq.finished_v = v
         if self.run is None and self.busy:
             self._plan(v)
+
+    def set_memory_slowdown(self, factor: float, v: float) -> None:
+        """Co-tenants changed: the step in progress ends as planned, the next ones take the new factor."""
+        if factor == self.memory_slowdown:
+            return
+        self.advance_to(v)
+        self.memory_slowdown = factor
+        self._cut_after_current_step(v)
 
     def next_event_v(self) -> float | None:
         """When the engine next changes on its own (the end of its current run), or None when idle."""
@@ -307,7 +317,7 @@ class Engine:
         if chunks:
             prefill_tokens = sum(c for _, c in chunks)
             context = sum(s.prompt_tokens + s.generated - s.prefill_left for s, _ in chunks)
-            step = self.cost.step_s(n, kv, prefill_tokens, context) * noise
+            step = self.cost.step_s(n, kv, prefill_tokens, context, self.memory_slowdown) * noise
             self.run = Run(v, step, 0.0, 1, decoding, chunks)
             return
         if not decoding:
@@ -315,8 +325,8 @@ class Engine:
         left = min(s.output_tokens - s.generated for s in decoding)
         room = (self.kv_capacity - self.kv_used) // n
         count = max(1, min(left, room)) if room > 0 else 1
-        first = self.cost.step_s(n, kv, 0, 0) * noise
-        growth = self.cost.kv_growth_s(n) * noise
+        first = self.cost.step_s(n, kv, 0, 0, self.memory_slowdown) * noise
+        growth = self.cost.kv_growth_s(n, self.memory_slowdown) * noise
         self.run = Run(v, first, growth, count, decoding)
 
     # ---- looking ahead ------------------------------------------------------------------------------
@@ -349,6 +359,7 @@ class Engine:
         ghost.running = [copies[id(s)] for s in self.running]
         ghost.kv_used = self.kv_used
         ghost.steps = self.steps
+        ghost.memory_slowdown = self.memory_slowdown
         ghost.v = self.v
         run = self.run
         if run is not None:

@@ -179,10 +179,12 @@ class GpuRuntime:
         k = len(active)
         sharing = self.sharing
         speeds: dict[str, float] = dict.fromkeys(self.slots, 1.0)
+        memory = 1.0
         if sharing.mode == "temporal" and self._oversubscribed() and k > 1:
             speeds = self._temporal(active, t)
-        elif sharing.mode == "temporal" or sharing.mode == "spatial":
-            speeds = dict.fromkeys(self.slots, 1.0 / (1.0 + sharing.interference * max(0, k - 1)))
+        elif sharing.mode in ("temporal", "spatial"):
+            # Side by side (MPS): the engines' memory-bound decode shares the GPU's bandwidth.
+            memory = 1.0 + sharing.interference * max(0, k - 1)
         elif sharing.mode == "time_sliced" and k > 1:
             speeds = dict.fromkeys(self.slots, 1.0 / (k * (1.0 + sharing.switch_overhead)))
         if not (sharing.mode == "temporal" and self._oversubscribed() and k > 1):
@@ -191,6 +193,7 @@ class GpuRuntime:
             if slot.t0 != t:
                 slot.v0, slot.t0 = slot.v_at(t), t
             slot.speed = speeds[key]
+            slot.engine.set_memory_slowdown(memory, slot.v0)
 
     def _temporal(self, active: list[str], t: float) -> dict[str, float]:
         """One context resident for a quantum; at its end (or when it idles) the next active one swaps in."""

@@ -49,13 +49,13 @@ async def _until_inflight(mock: MockHostedAI, allocation_id: str) -> None:
     raise AssertionError("the inference never started")
 
 
-def session(mock: MockHostedAI) -> aiohttp.ClientSession:
+def _client(mock: MockHostedAI) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(base_url=mock.url, headers={"Authorization": f"Bearer {mock.api_key}"})
 
 
 @pytest.mark.parametrize("wire", ["event", "error_5xx"])
 async def test_a_plain_request_on_a_failed_gpu_gets_the_pools_answer(wire: str) -> None:
-    async with MockHostedAI(_config({"wire": wire}, "on_gpu_failure"), clock="real") as mock, session(mock) as client:
+    async with MockHostedAI(_config({"wire": wire}, "on_gpu_failure"), clock="real") as mock, _client(mock) as client:
         response = await _fail_gpu_under(mock, client, stream=False)
         answer = await response.json()
     assert (response.status, answer["code"]) == (
@@ -63,18 +63,18 @@ async def test_a_plain_request_on_a_failed_gpu_gets_the_pools_answer(wire: str) 
     )
 
 
-async def test_a_cut_connection_is_what_a_client_meets_on_a_failed_gpu(session: Any) -> None:
-    async with MockHostedAI(_config({"wire": "cut"}, "on_gpu_failure"), clock="real") as mock, session(mock) as client:
+async def test_a_cut_connection_is_what_a_client_meets_on_a_failed_gpu() -> None:
+    async with MockHostedAI(_config({"wire": "cut"}, "on_gpu_failure"), clock="real") as mock, _client(mock) as client:
         with pytest.raises(aiohttp.ClientError):
             await (await _fail_gpu_under(mock, client, stream=False)).read()
         (entry,) = await ControlPlane(mock.url, mock.admin_token or "").journal(operation="inference")
     assert entry["status"] is None  # no status line ever went out
 
 
-async def test_a_truncated_plain_answer_is_cut_short_under_its_length(session: Any) -> None:
+async def test_a_truncated_plain_answer_is_cut_short_under_its_length() -> None:
     async with (
         MockHostedAI(_config({"wire": "truncate"}, "on_gpu_failure"), clock="real") as mock,
-        session(mock) as client,
+        _client(mock) as client,
     ):
         response = await _fail_gpu_under(mock, client, stream=False)
         assert response.status == 200
@@ -84,7 +84,7 @@ async def test_a_truncated_plain_answer_is_cut_short_under_its_length(session: A
 
 @pytest.mark.parametrize(("wire", "ends_with"), [("event", "error"), ("truncate", None), ("cut", None)])
 async def test_a_stream_on_a_failed_gpu_ends_as_the_pool_says(wire: str, ends_with: str | None) -> None:
-    async with MockHostedAI(_config({"wire": wire}, "on_gpu_failure"), clock="real") as mock, session(mock) as client:
+    async with MockHostedAI(_config({"wire": wire}, "on_gpu_failure"), clock="real") as mock, _client(mock) as client:
         response = await _fail_gpu_under(mock, client, stream=True)
         names = []
         try:
@@ -100,9 +100,9 @@ async def test_a_stream_on_a_failed_gpu_ends_as_the_pool_says(wire: str, ends_wi
         assert "error" not in names
 
 
-async def test_a_preempted_allocation_serves_out_its_grace_then_the_client_meets_the_cut(session: Any) -> None:
+async def test_a_preempted_allocation_serves_out_its_grace_then_the_client_meets_the_cut() -> None:
     config = _config({"grace_s": 0.2, "wire": "cut"}, "on_preemption")
-    async with MockHostedAI(config, clock="real") as mock, session(mock) as client:
+    async with MockHostedAI(config, clock="real") as mock, _client(mock) as client:
         low = await allocate(client, {**SMALL_QWEN, "overcommit": True, "priority": 1})
         body = {"allocation_id": low["allocation_id"], "prompt": "hi", "max_tokens": 5}
         running = asyncio.create_task(client.post("/v1/inference", json=body))

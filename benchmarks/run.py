@@ -258,10 +258,22 @@ TIMING_CONFIG: dict[str, Any] = {
             "max_tokens": 64,
             "context_tokens": 4096,
             "pools": ["pool"],
-            "ttft_sigma": 0,
-            "itl_sigma": 0,
-            "max_concurrency": 1_000_000,
-            "latency": {"H100-80GB": {"prefill_overhead_ms": 100, "prefill_per_token_us": 0, "tpot_ms": 0}},
+            "serving": {"H100-80GB": "fixed-100ms"},
+        }
+    },
+    # The frontend's 100 ms is the whole latency: steps cost a nanosecond, nothing queues, no noise.
+    "serving_profiles": {
+        "fixed-100ms": {
+            "source": "benchmark: a fixed latency",
+            "weights_mb": 1,
+            "overhead_mb": 0,
+            "kv_kb_per_token": 0.001,
+            "max_num_seqs": 1_000_000,
+            "max_num_batched_tokens": 1_000_000,
+            "decode": {"batch": [1], "step_ms": [0.000001]},
+            "prefill_us_per_token": 0,
+            "request_overhead_ms": 100,
+            "noise_sigma": 0,
         }
     },
     "tenants": {"dev": {"api_keys": [API_KEY]}},

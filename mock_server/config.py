@@ -6,6 +6,7 @@ with no arguments. `${VAR}` in any string value is expanded from the environment
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mock_server.resources import DEFAULT_CONFIG
+from mock_server.serving_profiles import Lifecycle, OnEnd, ServingProfile, legacy_profile, load_library
 
 
 class ConfigError(Exception):
@@ -68,11 +70,24 @@ class PoolConfig(_Strict):
     vram_overcommit_ratio: Annotated[float, Field(ge=1, le=2)] = 1.0
     price_per_tflops_hour: Annotated[float, Field(ge=0)] = 0.0
     placement: Literal["best_fit", "first_fit", "spread"] = "best_fit"
-    contention: Literal["spatial", "temporal"] = "spatial"
+    # How allocations on one GPU share it (docs/simulation.md, "Sharing"): spatial (MPS-like), time_sliced,
+    # or temporal (hosted·ai: spatial until the GPU's VRAM is oversubscribed, then time quanta).
+    contention: Literal["spatial", "time_sliced", "temporal"] = "spatial"
     time_quantum_s: Annotated[float, Field(gt=0, le=120)] = 30.0
+    mps_interference: Annotated[float, Field(ge=0, le=2)] = 0.195
+    switch_overhead: Annotated[float, Field(ge=0, le=2)] = 0.1
+    swap_gb_per_s: Annotated[float, Field(gt=0)] = 25.0
+    # Temporal mode: past this much VRAM oversubscription a co-tenant is killed (`oom`).
+    vram_failure_ratio: Annotated[float, Field(ge=1, le=4)] = 1.6
     preemption: bool = True
-    # Simulated provisioning time of an allocate (real HostedAI subscribes often take over 15 s).
+    # The allocate answer itself is delayed this long (a synchronous subscribe); `lifecycle` is the time
+    # after the answer until the allocation is ready to serve.
     provision_ms: Annotated[float, Field(ge=0)] = 0.0
+    lifecycle: Lifecycle = Lifecycle()
+    on_preemption: OnEnd = OnEnd(grace_s=30.0, wire="cut")
+    on_gpu_failure: OnEnd = OnEnd(wire="cut")
+    # Requests one allocation's model server lets wait; more are refused (503 `unavailable`). None: no limit.
+    max_waiting: Annotated[int, Field(ge=0)] | None = None
 
 
 class GpuLatency(_Strict):
@@ -83,20 +98,32 @@ class GpuLatency(_Strict):
     tpot_ms: Annotated[float, Field(ge=0)]
 
 
+class OutputLengths(_Strict):
+    """How many tokens an answer runs to when `max_tokens` does not stop it first: lognormal, long-tailed."""
+
+    median: Annotated[float, Field(gt=0)] = 220
+    sigma: Annotated[float, Field(ge=0, le=3)] = 1.0
+    min: Annotated[int, Field(ge=1)] = 1
+
+
 class ModelConfig(_Strict):
     vram_mb: Annotated[int, Field(gt=0)]
     tflops: Annotated[float, Field(gt=0)]
     max_tokens: Annotated[int, Field(gt=0)]
     context_tokens: Annotated[int, Field(gt=0)]
     pools: list[str]
-    latency: dict[str, GpuLatency]
+    # The serving profile (mock_server/serving_profiles.yaml, or the config's `serving_profiles`) the
+    # model runs on each GPU type; a GPU type without one falls back to `latency` (older configs).
+    serving: dict[str, str] = {}
+    latency: dict[str, GpuLatency] = {}
+    output_tokens: OutputLengths = OutputLengths()
+    # Characters per token of the model's tokenizer, for English text (BPE: about 4).
+    chars_per_token: Annotated[float, Field(gt=0)] = 4.0
     # Per-sequence decode slows with the number of sequences batched on the GPU: ITL × (1 + a·(n−1)).
     batch_factor: Annotated[float, Field(ge=0)] = 0.046
     # Decode slows as the context grows: ITL × (1 + b·context_tokens/1000).
     context_factor: Annotated[float, Field(ge=0)] = 0.012
-    ttft_sigma: Annotated[float, Field(ge=0, le=2)] = 0.25
-    itl_sigma: Annotated[float, Field(ge=0, le=2)] = 0.10
-    # Sequences one GPU runs at once for this model; more queue.
+    # Sequences one model server runs at once, for a model converted from `latency`.
     max_concurrency: Annotated[int, Field(ge=1)] = 32
 
 
@@ -133,6 +160,8 @@ class MockConfig(_Strict):
     # and named scenarios applied at start-up and on every reset.
     faults: list[dict[str, Any]] = []
     scenarios: list[str] = []
+    # Serving profiles besides (or instead of) the packaged ones, by name.
+    serving_profiles: dict[str, ServingProfile] = {}
 
     @model_validator(mode="after")
     def _cross_references(self) -> MockConfig:
@@ -144,10 +173,15 @@ class MockConfig(_Strict):
             for pool_id in model.pools:
                 if pool_id not in gpu_types:
                     raise ValueError(f"models.{name}.pools names unknown pool {pool_id!r}")
-                if gpu_types[pool_id] not in model.latency:
+                gpu_type = gpu_types[pool_id]
+                if gpu_type not in model.serving and gpu_type not in model.latency:
                     raise ValueError(
-                        f"models.{name}.latency has no entry for gpu_type {gpu_types[pool_id]!r} of pool {pool_id!r}"
+                        f"models.{name} has no serving profile (serving) nor latency for gpu_type {gpu_type!r} "
+                        f"of pool {pool_id!r}"
                     )
+                profile = model.serving.get(gpu_type)
+                if profile is not None and profile not in self.serving_profiles and profile not in _library():
+                    raise ValueError(f"models.{name}.serving.{gpu_type} names unknown profile {profile!r}")
         seen: dict[str, str] = {}
         for tenant, cfg in self.tenants.items():
             for key in cfg.api_keys:
@@ -165,6 +199,30 @@ class MockConfig(_Strict):
             return MockConfig.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+
+
+@functools.cache
+def _library() -> dict[str, ServingProfile]:
+    return load_library()
+
+
+def serving_profile(config: MockConfig, model: str, gpu_type: str) -> ServingProfile:
+    """The profile a model runs on a GPU type: the config's own, the packaged library's, or one made
+    from the model's `latency` entry."""
+    spec = config.models[model]
+    name = spec.serving.get(gpu_type)
+    if name is not None:
+        return config.serving_profiles.get(name) or _library()[name]
+    legacy = spec.latency[gpu_type]
+    return legacy_profile(
+        legacy.prefill_overhead_ms,
+        legacy.prefill_per_token_us,
+        legacy.tpot_ms,
+        spec.batch_factor,
+        spec.context_factor,
+        spec.max_concurrency,
+        spec.vram_mb,
+    )
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -15,3 +15,4 @@ CONTRACTS_DIR = _PACKAGED_CONTRACTS if _PACKAGED_CONTRACTS.is_dir() else _PACKAG
 HOSTEDAI_CONTRACT = CONTRACTS_DIR / "hostedai.v1.yaml"
 ADMIN_CONTRACT = CONTRACTS_DIR / "admin.v1.yaml"
 DEFAULT_CONFIG = _PACKAGE / "default_config.yaml"
+SERVING_PROFILES = _PACKAGE / "serving_profiles.yaml"

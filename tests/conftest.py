@@ -31,6 +31,37 @@ def config_with(**changes: Any) -> MockConfig:
     return parse_config(data)
 
 
+# A model server that takes 100 simulated seconds per token: an inference runs long enough for a test to
+# end its allocation (or time out) while it is in flight, whatever the machine's speed.
+SLOW_PROFILE: dict[str, Any] = {
+    "source": "tests: a model server 100 s per token",
+    "weights_mb": 100,
+    "overhead_mb": 0,
+    "kv_kb_per_token": 1,
+    "decode": {"batch": [1], "step_ms": [100_000]},
+    "prefill_us_per_token": 0,
+    "prefill_step_ms": 1,
+    "request_overhead_ms": 1,
+    "noise_sigma": 0,
+}
+
+
+def slow_config(**changes: Any) -> MockConfig:
+    """The default config (with `changes`, as `config_with`) whose models all run on SLOW_PROFILE."""
+
+    def slow(models: dict[str, Any]) -> dict[str, Any]:
+        for model in models.values():
+            model["serving"] = dict.fromkeys(model["serving"], "slow")
+        return models
+
+    models = changes.pop("models", None)
+    return config_with(
+        **changes,
+        models=lambda m: slow(models(m) if callable(models) else (models or m)),
+        serving_profiles={"slow": SLOW_PROFILE},
+    )
+
+
 @pytest.fixture
 async def mock() -> AsyncIterator[MockHostedAI]:
     async with MockHostedAI(clock="manual", seed=7) as running:

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, list[tuple[str, ...]]] = {
     "mock_server": [
         ("mock_server.version", "mock_server.resources"),
+        ("mock_server.serving_profiles",),
         ("mock_server.config",),
         ("mock_server.sim",),
         ("mock_server.api",),

@@ -31,7 +31,7 @@ class Requirements(_Request):
     max_tokens: int | None = Field(default=None, gt=0)
 
 
-AllocationState = Literal["active", "preempted", "expired", "released", "failed"]
+AllocationState = Literal["provisioning", "active", "preempted", "expired", "released", "failed"]
 
 
 class Allocation(_Response):
@@ -51,6 +51,8 @@ class Allocation(_Response):
     ended_at: datetime | None = None
     end_reason: str | None = None
     preempted_by: str | None = None
+    ready_at: datetime | None = None
+    """While `provisioning`, when the allocation is expected to serve."""
 
 
 class InferenceRequest(_Request):
@@ -76,6 +78,7 @@ class Timings(_Response):
     queue_ms: float
     ttft_ms: float
     total_ms: float
+    tpot_ms: float | None = None
 
 
 class InferenceResponse(_Response):

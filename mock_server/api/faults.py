@@ -65,7 +65,7 @@ def _error(decision: Decision) -> ApiError:
     )
 
 
-def _cut_connection(request: web.Request, *, reset: bool) -> None:
+def cut_connection(request: web.Request, *, reset: bool) -> None:
     transport = request.transport
     if transport is None:
         return
@@ -80,7 +80,7 @@ def _cut_connection(request: web.Request, *, reset: bool) -> None:
 
 
 def _killed(request: web.Request, outcome: Outcome, *, reset: bool) -> web.Response:
-    _cut_connection(request, reset=reset)
+    cut_connection(request, reset=reset)
     outcome.status_sent = False
     response = web.Response(status=499)
     response[INJECTED] = True
@@ -185,7 +185,7 @@ async def shape_answer(
     await stream.prepare(request)
     if decision.kind == "truncate":
         await stream.write(body[: len(body) // 2])
-        _cut_connection(request, reset=False)
+        cut_connection(request, reset=False)
         return stream
     rate = int(decision.rule.action["bytes_per_s"])
     chunk = max(1, rate // 10)

@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mock_server.api import render
+from mock_server.api import inference, render
 from mock_server.api.inputs import Call
-from mock_server.api.problems import ApiError, problem_body
-from mock_server.api.state import RESPONSE_DATA, STATE, TRUNCATE_AFTER, ServerState
-from mock_server.sim.errors import AllocationNotActive, CapacityExhausted, SimError
-from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, fingerprint
+from mock_server.api.problems import ApiError
+from mock_server.api.state import RESPONSE_DATA, STATE, ServerState
+from mock_server.sim.errors import CapacityExhausted, SimError
+from mock_server.sim.simulator import AllocationSpec, InferenceSpec, fingerprint
 from mock_server.version import __version__
 
 log = logging.getLogger("mock_server.strict")
@@ -142,97 +142,10 @@ def _inference_spec(body: dict[str, Any]) -> InferenceSpec:
     )
 
 
-def _not_active(plan: InferencePlan) -> AllocationNotActive:
-    alloc = plan.allocation
-    return AllocationNotActive(
-        f"Allocation {alloc.allocation_id} ended ({alloc.state.value}) while the inference ran.", alloc.state.value
-    )
-
-
 async def create_inference(request: web.Request, call: Call) -> web.StreamResponse:
     state = _state(request)
     plan = state.sim.start_inference(call.tenant_id, _inference_spec(call.body))
-    if call.body.get("stream", False):
-        return await _stream_inference(request, state, plan, call.request_id)
-    delivered = 0
-    try:
-        if not await state.waiters.sleep_while_active(plan.allocation, state.clock.real_seconds(plan.timings.total_s)):
-            raise _not_active(plan)
-        delivered = plan.completion_tokens
-    finally:
-        state.sim.finish_inference(plan, delivered)
-    _observe(state, plan, delivered)
-    return json_response(render.inference(plan))
-
-
-def _observe(state: ServerState, plan: InferencePlan, delivered: int) -> None:
-    complete = delivered == plan.completion_tokens
-    state.metrics.observe_inference(
-        plan.model, plan.prompt_tokens, delivered, plan.timings.ttft_s, plan.timings.total_s if complete else None
-    )
-
-
-def _event(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-async def _stream_inference(
-    request: web.Request, state: ServerState, plan: InferencePlan, request_id: str
-) -> web.StreamResponse:
-    """Tokens as server-sent events, paced by the plan: the first after TTFT, then one per ITL."""
-    contract = state.contract
-    check = state.strict
-    response = web.StreamResponse(
-        status=200,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": request_id},
-    )
-    await response.prepare(request)
-    delivered = 0
-    cut_after = request.get(TRUNCATE_AFTER)
-    try:
-        for index, token in enumerate(plan.tokens):
-            if cut_after is not None and index >= cut_after:
-                # A truncated stream: the connection closes mid-answer, no `done`.
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            pause = plan.timings.ttft_s if index == 0 else plan.timings.itl_s
-            if not await state.waiters.sleep_while_active(plan.allocation, state.clock.real_seconds(pause)):
-                error = ApiError.from_sim(_not_active(plan))
-                await response.write(_event("error", problem_body(error, request_id)))
-                return response
-            data = {"index": index, "text": token}
-            if check and not await _event_conforms(response, contract, "InferenceTokenEvent", data, request_id):
-                return response
-            await response.write(_event("token", data))
-            delivered += 1
-        done = render.inference_done(plan, delivered)
-        if check and not await _event_conforms(response, contract, "InferenceDoneEvent", done, request_id):
-            return response
-        await response.write(_event("done", done))
-        await response.write_eof()
-    except ConnectionResetError:
-        # The client went away mid-stream: nothing left to tell it; the finally clause settles the books.
-        pass
-    finally:
-        state.sim.finish_inference(plan, delivered)
-        _observe(state, plan, delivered)
-    return response
-
-
-async def _event_conforms(
-    response: web.StreamResponse, contract: Any, schema: str, data: dict[str, Any], request_id: str
-) -> bool:
-    """Strict mode, streamed: the status is already sent, so a violation ends the stream with an
-    `internal_error` event, and is logged loudly."""
-    violations = contract.schema(schema).violations(data, "/event")
-    if not violations:
-        return True
-    detail = "; ".join(f"{v.path}: {v.message}" for v in violations)
-    log.error("STRICT MODE: %s event violates the contract: %s", schema, detail)
-    error = ApiError("internal_error", f"Strict mode: the server's {schema} violated the contract: {detail}")
-    await response.write(_event("error", problem_body(error, request_id)))
-    return False
+    return await inference.serve(request, state, plan, stream=bool(call.body.get("stream", False)))
 
 
 # ---- catalogue -------------------------------------------------------------------------------------

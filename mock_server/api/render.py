@@ -9,7 +9,8 @@ from typing import Any
 
 from mock_server.sim.clock import Clock
 from mock_server.sim.ledger import UsageRecord, UsageTotals
-from mock_server.sim.model import Allocation
+from mock_server.sim.model import Allocation, AllocationState
+from mock_server.sim.serving.service import Timeline
 from mock_server.sim.simulator import InferencePlan, PoolStats
 
 
@@ -38,6 +39,7 @@ def allocation(a: Allocation, clock: Clock) -> dict[str, Any]:
         "ended_at": timestamp(clock, a.ended_at),
         "end_reason": a.end_reason.value if a.end_reason is not None else None,
         "preempted_by": a.preempted_by,
+        "ready_at": timestamp(clock, a.ready_at) if a.state is AllocationState.PROVISIONING else None,
     }
 
 
@@ -68,11 +70,23 @@ def inference_done(plan: InferencePlan, completion_tokens: int) -> dict[str, Any
             "completion_tokens": completion_tokens,
             "total_tokens": plan.prompt_tokens + completion_tokens,
         },
-        "timings": {
-            "queue_ms": plan.timings.queue_ms,
-            "ttft_ms": plan.timings.ttft_ms,
-            "total_ms": plan.timings.total_ms,
-        },
+        "timings": timings(plan.timeline),
+    }
+
+
+def timings(timeline: Timeline | None) -> dict[str, float]:
+    """Milliseconds, rounded to the microsecond; what was never reached is 0 (a request cut short)."""
+
+    def ms(seconds: float | None) -> float:
+        return round((seconds or 0.0) * 1000, 3)
+
+    if timeline is None:
+        return {"queue_ms": 0.0, "ttft_ms": 0.0, "total_ms": 0.0, "tpot_ms": 0.0}
+    return {
+        "queue_ms": ms(timeline.queue_s),
+        "ttft_ms": ms(timeline.ttft_s),
+        "total_ms": ms(timeline.total_s),
+        "tpot_ms": ms(timeline.tpot_s),
     }
 
 

@@ -15,7 +15,6 @@ from mock_server.api.journal import Journal, Outcome
 from mock_server.api.metrics import ServerMetrics
 from mock_server.config import MockConfig
 from mock_server.sim.clock import Clock
-from mock_server.sim.model import Allocation
 from mock_server.sim.simulator import Simulator
 from mock_server.sim.textgen import stable_seed
 
@@ -28,11 +27,12 @@ class Waiters:
 
     def __init__(self, sim: Simulator) -> None:
         self._changed = asyncio.Event()
-        self._ended: dict[str, asyncio.Event] = {}
+        self._nappers: dict[str, set[asyncio.Future[None]]] = {}
         self.waiting = 0
         """Requests waiting for a change right now (queued allocates)."""
         sim.on_capacity_freed.append(lambda _pool: self.notify())
-        sim.on_allocation_ended.append(self._allocation_ended)
+        sim.on_allocation_ended.append(lambda alloc: self.gpu_changed(alloc.gpu_id))
+        sim.on_gpu_changed.append(self.gpu_changed)
 
     def notify(self) -> None:
         """Something changed (capacity freed, clock advanced): wake every waiter to look again."""
@@ -48,18 +48,33 @@ class Waiters:
         finally:
             self.waiting -= 1
 
-    def _allocation_ended(self, alloc: Allocation) -> None:
-        event = self._ended.pop(alloc.allocation_id, None)
-        if event is not None:
-            event.set()
+    def gpu_changed(self, gpu_id: str) -> None:
+        """What runs on a GPU changed (a request came or went, an allocation ended): its nappers look again."""
+        for future in self._nappers.pop(gpu_id, ()):
+            if not future.done():
+                future.set_result(None)
 
-    async def sleep_while_active(self, alloc: Allocation, real_seconds: float) -> bool:
-        """Wait `real_seconds`, cut short if the allocation ends; whether it is still active."""
-        if real_seconds > 0 and alloc.active:
-            event = self._ended.setdefault(alloc.allocation_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), real_seconds)
-        return alloc.active
+    async def nap(self, gpu_id: str, real_seconds: float) -> None:
+        """Sleep `real_seconds`, or less if what runs on the GPU changes (one future and one timer: no task)."""
+        if real_seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        nappers = self._nappers.setdefault(gpu_id, set())
+        nappers.add(future)
+        timer = loop.call_later(real_seconds, _wake, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            nappers.discard(future)
+            if not nappers and self._nappers.get(gpu_id) is nappers:
+                del self._nappers[gpu_id]
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass(slots=True)

@@ -63,3 +63,13 @@ class CapacityExhausted(_RetryLater):
 
 class RateLimited(_RetryLater):
     code = "rate_limited"
+
+
+class Unavailable(_RetryLater):
+    """A model server that cannot take the request now (its waiting queue is full)."""
+
+    code = "unavailable"
+
+
+class NotReady(Unavailable):
+    """The allocation is still provisioning: its model server is not up yet."""

@@ -11,6 +11,8 @@ from mock_server.config import PoolConfig
 
 
 class AllocationState(StrEnum):
+    PROVISIONING = "provisioning"
+    """Held (and billed) but not serving yet: the provider attaches a GPU, the model server loads."""
     ACTIVE = "active"
     PREEMPTED = "preempted"
     EXPIRED = "expired"
@@ -60,9 +62,20 @@ class Allocation:
     inflight: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    ready_at: float | None = None
+    """When it serves (None: from the start); until then it is `provisioning`."""
+    ends_at: float | None = None
+    """Set when it was preempted with a grace period: it serves until then, then ends `preempted`."""
+    holds_capacity: bool = True
+    """False once its capacity went to another allocation (a preemption's grace) or back to the pool."""
 
     @property
     def active(self) -> bool:
+        """Not ended: it holds its reservation (and is billed), serving or still provisioning."""
+        return self.state is AllocationState.ACTIVE or self.state is AllocationState.PROVISIONING
+
+    @property
+    def ready(self) -> bool:
         return self.state is AllocationState.ACTIVE
 
     @property

@@ -12,13 +12,14 @@ import dataclasses
 import hashlib
 import heapq
 import json
+import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mock_server.config import MockConfig, ModelConfig, PoolConfig
-from mock_server.sim import latency, placement, textgen
+from mock_server.sim import placement, textgen
 from mock_server.sim.capacity_index import CapacityIndex, capacity_index
 from mock_server.sim.clock import Clock
 from mock_server.sim.errors import (
@@ -27,8 +28,10 @@ from mock_server.sim.errors import (
     FieldProblem,
     InvalidInput,
     NotFound,
+    NotReady,
     QuotaExceeded,
     RateLimited,
+    Unavailable,
 )
 from mock_server.sim.faults import FaultEngine, FaultRule
 from mock_server.sim.idempotency import IdempotencyStore
@@ -36,6 +39,8 @@ from mock_server.sim.ledger import Ledger, UsageRecord, UsageTotals, totals
 from mock_server.sim.model import END_STATE, Allocation, AllocationState, EndReason, Gpu, Pool
 from mock_server.sim.ratelimit import TokenBucket
 from mock_server.sim.scenarios import scenario_rules
+from mock_server.sim.serving import workload
+from mock_server.sim.serving.service import QueueFull, Request, Serving, Timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,8 @@ class InferenceSpec:
 
 @dataclass(slots=True)
 class InferencePlan:
+    """An inference from its checks to its end: the answer's text, and its request on the model server."""
+
     inference_id: str
     allocation: Allocation
     gpu: Gpu
@@ -79,7 +86,11 @@ class InferencePlan:
     tokens: list[str]
     finish_reason: str
     prompt_tokens: int
-    timings: latency.Timings
+    overhead_s: float
+    """The frontend's time before the model server sees it (the HTTP layer waits it out first)."""
+    request: Request | None = None
+    timeline: Timeline | None = None
+    """What it took, once known (from the model server, or projected on the manual clock)."""
     finished: bool = False
 
     @property
@@ -123,6 +134,8 @@ class Simulator:
         self.clock = clock
         self.on_allocation_ended: list[Callable[[Allocation], None]] = []
         self.on_capacity_freed: list[Callable[[str], None]] = []
+        self.on_gpu_changed: list[Callable[[str], None]] = []
+        """Told a GPU's id when what runs on it changed (an inference started or stopped)."""
         self.reset(seed)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -131,7 +144,7 @@ class Simulator:
         """Back to the configured state: no allocations, no usage, fresh random streams."""
         self.seed = self.config.simulation.seed if seed is None else seed
         self._rng_ids = random.Random(textgen.stable_seed("ids", self.seed))
-        self._rng_latency = random.Random(textgen.stable_seed("latency", self.seed))
+        self._rng_lifecycle = random.Random(textgen.stable_seed("lifecycle", self.seed))
         self._rng_output = random.Random(textgen.stable_seed("output", self.seed))
         self.pools: dict[str, Pool] = {}
         self.gpus: dict[str, Gpu] = {}
@@ -163,6 +176,10 @@ class Simulator:
         simulation = self.config.simulation
         self.idempotency = IdempotencyStore(simulation.idempotency_ttl_seconds, simulation.idempotency_max_keys)
         self.ledger = Ledger()
+        self.serving = Serving(self.config, self.seed, on_change=self._gpu_changed)
+        # Allocations becoming ready, and allocations ending after a preemption's grace, by time.
+        self._readiness: list[tuple[float, int, Allocation]] = []
+        self._endings: list[tuple[float, int, Allocation]] = []
         self._seq = 0
         self.clock.restart()
         self.faults = FaultEngine(rng=random.Random(textgen.stable_seed("faults", self.seed)))
@@ -176,8 +193,18 @@ class Simulator:
         return [self.faults.add(spec, source=f"scenario:{name}") for spec in scenario_rules(name, self.clock.now())]
 
     def tick(self) -> None:
-        """Let simulated time catch up: expire idle leases, forget what is past retention."""
+        """Let simulated time catch up: allocations become ready, preempted ones end after their grace,
+        idle leases expire, what is past retention is forgotten."""
         now = self.clock.now()
+        while self._readiness and self._readiness[0][0] <= now:
+            _, _, alloc = heapq.heappop(self._readiness)
+            if alloc.state is AllocationState.PROVISIONING:
+                alloc.state = AllocationState.ACTIVE
+                alloc.last_used_at = max(alloc.last_used_at, alloc.ready_at or now)
+        while self._endings and self._endings[0][0] <= now:
+            due, _, alloc = heapq.heappop(self._endings)
+            if alloc.active:
+                self._end(alloc, EndReason.PREEMPTED, preempted_by=alloc.preempted_by, at=due)
         while self._leases and self._leases[0][0] <= now:
             due, _, alloc = heapq.heappop(self._leases)
             # A lease entry is stale when the allocation was used (or ended) after it was pushed.
@@ -273,9 +300,13 @@ class Simulator:
             seq=self._seq,
             last_used_at=now,
         )
-        for victim in victims:
-            self._end(victim, EndReason.PREEMPTED, preempted_by=alloc.allocation_id)
+        ready_at = self._ready_at(pool.config, now, self._preempt(victims, alloc, pool.config, now))
+        if ready_at > now:
+            alloc.state, alloc.ready_at = AllocationState.PROVISIONING, ready_at
+            heapq.heappush(self._readiness, (ready_at, alloc.seq, alloc))
         gpu.hold(alloc)
+        self.serving.attach(pool.config, gpu.gpu_id, alloc.allocation_id, alloc.model, alloc.vram_mb, now)
+        self._kill_for_memory(pool.config, gpu, alloc)
         self.allocations[alloc.allocation_id] = alloc
         self._by_tenant[tenant_id][alloc.allocation_id] = alloc
         usage = self._tenant_usage[tenant_id]
@@ -293,8 +324,51 @@ class Simulator:
             preempted=tuple(v.allocation_id for v in victims),
         )
 
+    def _preempt(self, victims: list[Allocation], by: Allocation, pool: PoolConfig, now: float) -> float:
+        """Preempt the victims: their capacity goes to `by` now; each serves out the pool's grace period
+        and then ends. Returns when the last of them is gone."""
+        grace = pool.on_preemption.grace_s
+        for victim in victims:
+            if grace <= 0:
+                self._end(victim, EndReason.PREEMPTED, preempted_by=by.allocation_id)
+                continue
+            self._return_capacity(victim)
+            victim.preempted_by, victim.ends_at = by.allocation_id, now + grace
+            heapq.heappush(self._endings, (now + grace, victim.seq, victim))
+        return now + grace if victims and grace > 0 else now
+
+    def _kill_for_memory(self, pool: PoolConfig, gpu: Gpu, newcomer: Allocation) -> None:
+        """hosted·ai temporal mode pages VRAM beyond the GPU's; past the failure ratio a co-tenant is
+        killed (lowest priority first, youngest first among equals; never the newcomer)."""
+        if pool.contention != "temporal":
+            return
+        limit = gpu.vram_mb * pool.vram_failure_ratio
+        others = sorted((a for a in gpu.allocations.values() if a is not newcomer), key=lambda a: (a.priority, -a.seq))
+        for victim in others:
+            if gpu.vram_mb_allocated <= limit:
+                return
+            self._end(victim, EndReason.OOM)
+
+    def _ready_at(self, pool: PoolConfig, now: float, gpu_free_at: float) -> float:
+        """When a new allocation serves: the GPU attached (after any victim left), then the model loaded."""
+        lifecycle = pool.lifecycle
+        attached = max(now + lifecycle.provision_s.sample(self._rng_lifecycle), gpu_free_at)
+        return attached + lifecycle.load_s.sample(self._rng_lifecycle)
+
+    def _return_capacity(self, alloc: Allocation) -> None:
+        if not alloc.holds_capacity:
+            return
+        alloc.holds_capacity = False
+        self.gpus[alloc.gpu_id].give_back(alloc)
+        usage = self._tenant_usage[alloc.tenant_id]
+        usage.active -= 1
+        usage.tflops = usage.tflops - alloc.tflops if usage.active else 0.0
+        for freed in self.on_capacity_freed:
+            freed(alloc.pool_id)
+
     def _check_satisfiable(self, pool: Pool, model: ModelConfig, spec: AllocationSpec) -> None:
         problems: list[FieldProblem] = []
+        gpu_type = pool.config.gpu_type
         if pool.pool_id not in model.pools:
             problems.append(
                 FieldProblem("/body/requirements/model", f"unsatisfiable: {spec.model} is not served in {pool.pool_id}")
@@ -304,6 +378,15 @@ class Simulator:
                 FieldProblem(
                     "/body/requirements/vram_mb",
                     f"unsatisfiable: {spec.model} needs at least {model.vram_mb} MB of VRAM",
+                )
+            )
+        elif pool.pool_id in model.pools and self.serving.kv_capacity(spec.model, gpu_type, spec.vram_mb) <= 0:
+            profile = self.serving.profile(spec.model, gpu_type)
+            problems.append(
+                FieldProblem(
+                    "/body/requirements/vram_mb",
+                    f"unsatisfiable: {spec.vram_mb} MB cannot hold {spec.model}'s weights and runtime on "
+                    f"{gpu_type} ({profile.weights_mb + profile.overhead_mb:g} MB) and any KV cache",
                 )
             )
         demand = placement.Demand(spec.tflops, spec.vram_mb, spec.overcommit, spec.priority)
@@ -382,15 +465,12 @@ class Simulator:
         alloc.end_reason = reason
         alloc.ended_at = self.clock.now() if at is None else at
         alloc.preempted_by = preempted_by
-        self.gpus[alloc.gpu_id].give_back(alloc)
-        usage = self._tenant_usage[alloc.tenant_id]
-        usage.active -= 1
-        usage.tflops = usage.tflops - alloc.tflops if usage.active else 0.0
+        # Its model server goes with it; requests still running on it are failed by their handlers.
+        self.serving.detach(alloc.gpu_id, alloc.allocation_id, self.clock.now())
         heapq.heappush(self._ended, (alloc.ended_at, alloc.seq, alloc))
         for listener in self.on_allocation_ended:
             listener(alloc)
-        for freed in self.on_capacity_freed:
-            freed(alloc.pool_id)
+        self._return_capacity(alloc)
 
     # ---- failures ----------------------------------------------------------------------------------
 
@@ -435,12 +515,13 @@ class Simulator:
     # ---- inference ---------------------------------------------------------------------------------
 
     def start_inference(self, tenant_id: str, spec: InferenceSpec) -> InferencePlan:
-        """Check the request, generate the output and plan its timing; the allocation counts as busy
-        until `finish_inference`."""
+        """Check the request and decide its answer (text, length); the allocation counts as busy until
+        `finish_inference`. The request reaches the model server with `submit_inference`."""
         alloc = self.get_allocation(tenant_id, spec.allocation_id)
         if not alloc.active:
             raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
         model = self.models[alloc.model]
+        pool = self.pools[alloc.pool_id].config
         problems: list[FieldProblem] = []
         if spec.model is not None and spec.model != alloc.model:
             problems.append(FieldProblem("/body/model", f"the allocation runs {alloc.model}, not {spec.model}"))
@@ -449,7 +530,7 @@ class Simulator:
             problems.append(
                 FieldProblem("/body/max_tokens", f"{max_tokens} is above {alloc.model}'s limit of {model.max_tokens}")
             )
-        prompt_tokens = textgen.count_tokens(spec.prompt)
+        prompt_tokens = workload.count_prompt_tokens(spec.prompt, model.chars_per_token)
         if prompt_tokens + min(max_tokens, model.max_tokens) > model.context_tokens:
             problems.append(
                 FieldProblem(
@@ -458,33 +539,32 @@ class Simulator:
                     f"context of {model.context_tokens} tokens",
                 )
             )
+        kv = self.serving.kv_capacity(alloc.model, pool.gpu_type, alloc.vram_mb)
+        if prompt_tokens + 1 > kv:
+            problems.append(
+                FieldProblem(
+                    "/body/prompt",
+                    f"{prompt_tokens} prompt tokens do not fit the allocation's KV cache of {kv} tokens "
+                    f"({alloc.vram_mb} MB less {alloc.model}'s weights and runtime)",
+                )
+            )
         if problems:
             raise InvalidInput("The inference request cannot be served by this allocation.", problems)
+        if not alloc.ready:
+            wait = max(1, math.ceil((alloc.ready_at or 0) - self.clock.now()))
+            detail = f"Allocation {alloc.allocation_id} is still provisioning: its model server is loading."
+            raise NotReady(detail, retry_after=wait)
 
         seed = spec.seed
         if seed is None:
             # Without a seed, a zero temperature is greedy (same prompt, same output); otherwise draw one
             # from the simulator's seeded stream, so outputs vary yet replay exactly.
             seed = 0 if spec.temperature == 0 else self._rng_output.getrandbits(32)
-        generation = textgen.generate(alloc.model, spec.prompt, seed, max_tokens, list(spec.stop))
+        natural = workload.natural_length(alloc.model, spec.prompt, seed, model.output_tokens, model.max_tokens)
+        generation = textgen.generate(alloc.model, spec.prompt, seed, min(natural, max_tokens), list(spec.stop))
+        finish = "length" if natural > max_tokens and generation.finish_reason == "length" else "stop"
+        profile = self.serving.profile(alloc.model, pool.gpu_type)
         gpu = self.gpus[alloc.gpu_id]
-        pool = self.pools[alloc.pool_id].config
-        contention = latency.Contention(
-            gpu_load=gpu.load,
-            running=gpu.inflight + 1,
-            # Only time-slicing depends on how many tenants share the GPU; spare the scan otherwise.
-            tenants=len({a.tenant_id for a in gpu.allocations.values()}) if pool.contention == "temporal" else 1,
-        )
-        timings = latency.plan(
-            model=model,
-            gpu=model.latency[pool.gpu_type],
-            pool=pool,
-            alloc_tflops=alloc.tflops,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(generation.tokens),
-            contention=contention,
-            rng=self._rng_latency,
-        )
         alloc.inflight += 1
         gpu.inflight += 1
         alloc.last_used_at = self.clock.now()
@@ -494,16 +574,56 @@ class Simulator:
             gpu=gpu,
             model=alloc.model,
             tokens=generation.tokens,
-            finish_reason=generation.finish_reason,
+            finish_reason=finish,
             prompt_tokens=prompt_tokens,
-            timings=timings,
+            overhead_s=profile.request_overhead_ms / 1000,
         )
+
+    def submit_inference(self, plan: InferencePlan) -> None:
+        """The request reaches the allocation's model server now. Raises AllocationNotActive when the
+        allocation ended meanwhile, Unavailable when the server's waiting queue is full."""
+        alloc = plan.allocation
+        if not alloc.active:
+            raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
+        try:
+            plan.request = self.serving.start(
+                alloc.gpu_id,
+                alloc.allocation_id,
+                plan.prompt_tokens,
+                max(1, plan.completion_tokens),
+                plan.overhead_s,
+                self.clock.now(),
+            )
+        except QueueFull as exc:
+            raise Unavailable(
+                f"Allocation {alloc.allocation_id}'s model server refuses more work: {exc}.",
+                retry_after=self.config.simulation.capacity_retry_after_s,
+            ) from None
+
+    def inference_progress(self, plan: InferencePlan) -> Timeline:
+        """How far the request is now (tokens generated so far; times once reached)."""
+        assert plan.request is not None
+        plan.timeline = self.serving.progress(plan.request, self.clock.now())
+        return plan.timeline
+
+    def inference_next_change(self, plan: InferencePlan) -> float:
+        """When to look at the request again (simulated time): its next token or its end, as planned now."""
+        assert plan.request is not None
+        return self.serving.next_change_t(plan.request)
+
+    def project_inference(self, plan: InferencePlan) -> Timeline:
+        """The request's whole future if nothing else arrives: what the manual clock reports at once."""
+        assert plan.request is not None
+        plan.timeline = self.serving.project(plan.request)
+        return plan.timeline
 
     def finish_inference(self, plan: InferencePlan, tokens_delivered: int) -> None:
         """The inference is over: it delivered this many tokens (all of them, or fewer when cut short)."""
         if plan.finished:
             return
         plan.finished = True
+        if plan.request is not None:
+            self.serving.cancel(plan.request, self.clock.now())
         alloc = plan.allocation
         alloc.inflight -= 1
         plan.gpu.inflight -= 1
@@ -513,6 +633,10 @@ class Simulator:
             # The lease counts idle time from the end of the last inference.
             alloc.last_used_at = self.clock.now()
             self._push_lease(alloc)
+
+    def _gpu_changed(self, gpu_id: str) -> None:
+        for listener in self.on_gpu_changed:
+            listener(gpu_id)
 
     # ---- read-only views ---------------------------------------------------------------------------
 

@@ -53,19 +53,17 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big")
 
 
-def generate(model: str, prompt: str, seed: int, max_tokens: int, stop: list[str] | None = None) -> Generation:
-    """The completion: a natural length of 8–135 tokens drawn from the seed, cut by `max_tokens`
-    ("length") or by the first stop sequence (which is not included, "stop")."""
+def generate(model: str, prompt: str, seed: int, length: int, stop: list[str] | None = None) -> Generation:
+    """`length` tokens of text drawn from the seed (the caller decides how long the answer runs), cut at
+    the first stop sequence (which is not included). `finish_reason` is "stop" when a stop sequence cut
+    it, else "length" — the caller says "stop" for an answer that ended at its natural length."""
     rng = random.Random(stable_seed(model, prompt, seed))
-    natural = 8 + rng.randrange(128)
-    count = min(natural, max_tokens)
-    tokens = [rng.choice(_WORDS), *rng.choices(_LATER, cum_weights=_LATER_CUM_WEIGHTS, k=count - 1)] if count else []
-    finish = "length" if natural > max_tokens else "stop"
+    tokens = [rng.choice(_WORDS), *rng.choices(_LATER, cum_weights=_LATER_CUM_WEIGHTS, k=length - 1)] if length else []
     if stop:
         tokens, cut = _cut_at_stop(tokens, stop)
         if cut:
-            finish = "stop"
-    return Generation(tokens, finish)
+            return Generation(tokens, "stop")
+    return Generation(tokens, "length")
 
 
 def _cut_at_stop(tokens: list[str], stop: list[str]) -> tuple[list[str], bool]:

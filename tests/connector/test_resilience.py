@@ -34,7 +34,7 @@ from harness.connector import (
 from harness.connector.errors import NotImplementedByServer, QuotaExceeded
 from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
-from tests.conftest import config_with
+from tests.conftest import config_with, slow_config
 from tests.connector.conftest import ConnectorFactory, SleepRecorder
 
 QWEN = Requirements(model="qwen-30b", tflops=30, vram_mb=20480)
@@ -245,12 +245,7 @@ async def test_cleanup_on_every_failure_path(
 
 
 def _slow_config() -> Any:
-    def slow(models: dict[str, Any]) -> dict[str, Any]:
-        qwen = models["qwen-30b"]
-        qwen["latency"]["H100-80GB"] = {"prefill_overhead_ms": 1, "prefill_per_token_us": 0, "tpot_ms": 100_000}
-        return {**models, "qwen-30b": qwen}
-
-    return config_with(models=slow)
+    return slow_config()
 
 
 async def test_cancellation_mid_inference_releases_the_allocation(sleeps: SleepRecorder) -> None:

@@ -3,8 +3,6 @@ release → account; fail-over between pools; and cleanup whenever a step fails.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +20,7 @@ from harness.connector import (
 )
 from harness.orchestrator import Classification, Orchestrator
 from mock_server import MockHostedAI
-from tests.conftest import config_with
+from tests.conftest import slow_config
 from tests.orchestrator.support import (
     CLASSES,
     COMPLEX_TEXT,
@@ -183,12 +181,7 @@ async def test_a_refused_allocate_propagates_typed_and_holds_nothing(
 
 
 async def test_a_request_past_its_budget_ends_typed_and_releases() -> None:
-    def slow(models: dict[str, Any]) -> dict[str, Any]:
-        for model in models.values():
-            model["latency"] = {gpu: {**lat, "tpot_ms": 100_000} for gpu, lat in model["latency"].items()}
-        return models
-
-    async with MockHostedAI(config_with(models=slow), clock="real") as mock:
+    async with MockHostedAI(slow_config(), clock="real") as mock:
         config = parse_connector_config({"hosted_ai": {"base_url": mock.url, "api_key": mock.api_key}})
         async with HostedAiConnector(config, metrics=ConnectorMetrics(CollectorRegistry())) as connector:
             orchestrator = Orchestrator(connector, CLASSES, request_budget_s=0.3)

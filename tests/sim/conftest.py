@@ -23,6 +23,9 @@ POOL_DEFAULTS: dict[str, Any] = {
     "tflops_per_gpu": 100.0,
     "vram_mb_per_gpu": 1000,
     "overcommit_ratio": 2.0,
+    # Allocations serve at once and end at once: these tests are about placement, leases and accounting.
+    "lifecycle": {"provision_s": {"s": 0}, "load_s": {"s": 0}},
+    "on_preemption": {"grace_s": 0, "wire": "event"},
 }
 
 # The default model "m" of a custom config: served in every pool, small, latency with no jitter.
@@ -33,8 +36,6 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "context_tokens": 4096,
     "batch_factor": 0.05,
     "context_factor": 0.01,
-    "ttft_sigma": 0.0,
-    "itl_sigma": 0.0,
     "max_concurrency": 32,
 }
 LATENCY_DEFAULTS: dict[str, float] = {"prefill_overhead_ms": 20.0, "prefill_per_token_us": 100.0, "tpot_ms": 5.0}
@@ -55,6 +56,7 @@ def build_config(
     models: dict[str, dict[str, Any]] | None = None,
     tenants: dict[str, Any] | None = None,
     simulation: dict[str, Any] | None = None,
+    serving_profiles: dict[str, Any] | None = None,
 ) -> MockConfig:
     """A small config: `pools` are merged over POOL_DEFAULTS; model "m" (MODEL_DEFAULTS with `model`
     merged over it) is served in every pool unless `models` replaces the whole model table."""
@@ -71,6 +73,7 @@ def build_config(
             "pools": pool_list,
             "models": copy.deepcopy(models),
             "tenants": copy.deepcopy(tenants if tenants is not None else TENANT_DEFAULTS),
+            "serving_profiles": copy.deepcopy(serving_profiles or {}),
         }
     )
 

@@ -4,6 +4,7 @@ interleave, the per-GPU accounting matches the allocations it holds and never ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -18,6 +19,12 @@ from mock_server.sim.simulator import AllocationSpec, Simulator
 _LATENCY = {"prefill_overhead_ms": 10.0, "prefill_per_token_us": 50.0, "tpot_ms": 5.0}
 
 # Small pools, so capacity runs out, preemption happens and every placement policy is exercised.
+# The accounting under test is of reservations: allocations serve at once and end at once.
+_INSTANT: dict[str, Any] = {
+    "lifecycle": {"provision_s": {"s": 0}, "load_s": {"s": 0}},
+    "on_preemption": {"grace_s": 0, "wire": "event"},
+}
+
 CONFIG = parse_config(
     {
         "simulation": {"seed": 1, "clock": "manual", "retention_seconds": 1e9},
@@ -30,6 +37,7 @@ CONFIG = parse_config(
                 "vram_mb_per_gpu": 1000,
                 "overcommit_ratio": 2.0,
                 "placement": "best_fit",
+                **_INSTANT,
             },
             {
                 "id": "b",
@@ -39,6 +47,7 @@ CONFIG = parse_config(
                 "vram_mb_per_gpu": 600,
                 "overcommit_ratio": 3.0,
                 "placement": "spread",
+                **_INSTANT,
             },
             {
                 "id": "c",
@@ -49,6 +58,7 @@ CONFIG = parse_config(
                 "overcommit_ratio": 1.5,
                 "placement": "first_fit",
                 "preemption": False,
+                **_INSTANT,
             },
         ],
         "models": {

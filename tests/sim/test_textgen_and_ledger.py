@@ -88,12 +88,12 @@ def test_stop_sequences_cut_the_output(make_sim: SimFactory) -> None:
 
 
 def test_the_earliest_stop_sequence_wins_and_an_unmatched_one_leaves_finish_reason_length() -> None:
-    full = textgen.generate("m", "a prompt", 5, max_tokens=100)
+    full = textgen.generate("m", "a prompt", 5, length=100)
     text = full.text
     late, early = full.tokens[6], full.tokens[2]
-    cut = textgen.generate("m", "a prompt", 5, max_tokens=100, stop=[late, early])
+    cut = textgen.generate("m", "a prompt", 5, length=100, stop=[late, early])
     assert cut.text == text[: min(text.find(late), text.find(early))]
-    short = textgen.generate("m", "a prompt", 5, max_tokens=2, stop=["no such stop sequence"])
+    short = textgen.generate("m", "a prompt", 5, length=2, stop=["no such stop sequence"])
     assert len(short.tokens) == 2
     assert short.finish_reason == "length"
 

@@ -1,0 +1,263 @@
+"""One physical GPU: the engines of the allocations placed on it, and how they share it.
+
+Each engine runs on a virtual clock; this layer says how fast each virtual clock runs against
+simulated time, from which engines are *active* (have work) — an allocation that runs nothing costs
+its neighbours nothing — and the pool's sharing mode:
+
+- `spatial` (MPS-like): active engines run side by side, each slowed by contention for memory
+  bandwidth: speed 1 / (1 + interference × (k − 1)) with k active engines (MPS: +19.5 % TPOT for two
+  vLLM processes, fidelity.md C3).
+- `time_sliced`: active contexts interleave; each gets 1/k of the GPU, less a switching overhead
+  (two services on one GPU "twice as slow", C2; time-slicing −24 % against MIG, C4).
+- `temporal` (hosted·ai): spatial while the allocations' VRAM fits the GPU; once it is oversubscribed,
+  one context at a time is resident for a time quantum, the others stalled (mid-stream), and a switch
+  costs the swap-in of the incoming context's memory over PCIe (C5, C6). A context alone runs at full
+  speed. Past the VRAM failure ratio a co-tenant is killed (the simulator does that on admission).
+
+Events are processed in time order: an engine's run ending, a quantum ending. Between events every
+speed is constant, so virtual and simulated time map linearly. Sequences get their simulated times
+(`admitted_t`, `first_token_t`, `finished_t`) as the engine reaches them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mock_server.sim.serving.engine import Engine, Sequence
+
+Mode = Literal["spatial", "time_sliced", "temporal"]
+_INF = math.inf
+
+
+@dataclass(slots=True)
+class Tracked:
+    """A sequence as the GPU sees it: its engine's record and its simulated times."""
+
+    seq: Sequence
+    arrived_t: float
+    admitted_t: float | None = None
+    first_token_t: float | None = None
+    finished_t: float | None = None
+
+
+@dataclass(slots=True)
+class _Slot:
+    engine: Engine
+    vram_mb: float
+    speed: float = 1.0
+    t0: float = 0.0
+    v0: float = 0.0
+    tracked: dict[int, Tracked] = field(default_factory=dict)
+
+    def v_at(self, t: float) -> float:
+        return self.v0 + self.speed * (t - self.t0)
+
+    def t_at(self, v: float) -> float:
+        if v <= self.v0:
+            return self.t0
+        return self.t0 + (v - self.v0) / self.speed if self.speed > 0 else _INF
+
+
+@dataclass(frozen=True, slots=True)
+class Sharing:
+    mode: Mode = "spatial"
+    vram_mb: float = 0.0
+    """The GPU's physical VRAM (temporal mode starts when the allocations' sum exceeds it)."""
+    interference: float = 0.195
+    switch_overhead: float = 0.1
+    quantum_s: float = 30.0
+    swap_gb_per_s: float = 25.0
+
+
+class GpuRuntime:
+    def __init__(self, sharing: Sharing) -> None:
+        self.sharing = sharing
+        self.slots: dict[str, _Slot] = {}
+        self.t = 0.0
+        self.resident: str | None = None
+        """Temporal mode: the allocation whose context is on the GPU now."""
+        self.slice_end_t = _INF
+        self.swap_end_t = 0.0
+
+    # ---- membership ---------------------------------------------------------------------------------
+
+    def add(self, key: str, engine: Engine, vram_mb: float, t: float) -> None:
+        self.sync(t)
+        self.slots[key] = _Slot(engine, vram_mb, t0=t, v0=engine.v)
+        self._reshare(t)
+
+    def remove(self, key: str, t: float) -> list[Tracked]:
+        """The allocation ended: its engine leaves the GPU; what it was still running is returned."""
+        self.sync(t)
+        slot = self.slots.pop(key, None)
+        if slot is None:
+            return []
+        if self.resident == key:
+            self.resident, self.slice_end_t = None, _INF
+        self._reshare(t)
+        return [tr for tr in slot.tracked.values() if tr.finished_t is None]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.slots
+
+    # ---- requests -----------------------------------------------------------------------------------
+
+    def submit(self, key: str, seq: Sequence, t: float) -> Tracked:
+        self.sync(t)
+        slot = self.slots[key]
+        tracked = Tracked(seq, t)
+        was_busy = slot.engine.busy
+        slot.engine.submit(seq, slot.v_at(t))
+        slot.tracked[seq.seq_id] = tracked
+        if not was_busy:
+            self._reshare(t)
+        return tracked
+
+    def cancel(self, key: str, tracked: Tracked, t: float) -> None:
+        self.sync(t)
+        slot = self.slots.get(key)
+        if slot is None or tracked.finished_t is not None:
+            return
+        slot.engine.cancel(tracked.seq, slot.v_at(t))
+        tracked.finished_t = t
+        slot.tracked.pop(tracked.seq.seq_id, None)
+        if not slot.engine.busy:
+            self._reshare(t)
+
+    # ---- time ---------------------------------------------------------------------------------------
+
+    def next_event_t(self) -> float:
+        """When something next happens on this GPU of its own accord (inf: nothing will)."""
+        events = [slot.t_at(v) for slot in self.slots.values() if (v := slot.engine.next_event_v()) is not None]
+        if self.sharing.mode == "temporal" and self._oversubscribed():
+            events += [self.slice_end_t, self.swap_end_t if self.swap_end_t > self.t else _INF]
+        return min(events, default=_INF)
+
+    def sync(self, t: float) -> None:
+        """Let everything that happens by simulated time `t` happen, in time order."""
+        for _ in range(1_000_000):
+            at = self.next_event_t()
+            if at > t:
+                break
+            self._advance(max(at, self.t))
+            self._reshare(self.t)
+        self._advance(max(t, self.t))
+
+    def _advance(self, t: float) -> None:
+        for slot in self.slots.values():
+            v = slot.v_at(t)
+            slot.engine.advance_to(v)
+            self._stamp(slot, t)
+            slot.t0, slot.v0 = t, v
+        self.t = t
+
+    def _stamp(self, slot: _Slot, t: float) -> None:
+        """Give newly reached moments of the slot's sequences their simulated times (speed was constant
+        since `slot.t0`, so the map is linear)."""
+        for tracked in list(slot.tracked.values()):
+            seq = tracked.seq
+            if tracked.admitted_t is None and seq.admitted_v is not None:
+                tracked.admitted_t = slot.t_at(seq.admitted_v)
+            if tracked.first_token_t is None and seq.first_token_v is not None:
+                tracked.first_token_t = slot.t_at(seq.first_token_v)
+            if seq.finished_v is not None and tracked.finished_t is None:
+                tracked.finished_t = min(t, slot.t_at(seq.finished_v))
+                del slot.tracked[seq.seq_id]
+
+    def _active(self) -> list[str]:
+        return [key for key, slot in self.slots.items() if slot.engine.busy]
+
+    def _oversubscribed(self) -> bool:
+        return sum(s.vram_mb for s in self.slots.values()) > self.sharing.vram_mb
+
+    def _reshare(self, t: float) -> None:
+        """New speeds from now on, after the set of active engines (or the quantum) changed."""
+        active = self._active()
+        k = len(active)
+        sharing = self.sharing
+        speeds: dict[str, float] = dict.fromkeys(self.slots, 1.0)
+        memory = 1.0
+        if sharing.mode == "temporal" and self._oversubscribed() and k > 1:
+            speeds = self._temporal(active, t)
+        elif sharing.mode in ("temporal", "spatial"):
+            # Side by side (MPS): the engines' memory-bound decode shares the GPU's bandwidth.
+            memory = 1.0 + sharing.interference * max(0, k - 1)
+        elif sharing.mode == "time_sliced" and k > 1:
+            speeds = dict.fromkeys(self.slots, 1.0 / (k * (1.0 + sharing.switch_overhead)))
+        if not (sharing.mode == "temporal" and self._oversubscribed() and k > 1):
+            self.resident, self.slice_end_t = None, _INF
+        for key, slot in self.slots.items():
+            if slot.t0 != t:
+                slot.v0, slot.t0 = slot.v_at(t), t
+            slot.speed = speeds[key]
+            slot.engine.set_memory_slowdown(memory, slot.v0)
+
+    def _temporal(self, active: list[str], t: float) -> dict[str, float]:
+        """One context resident for a quantum; at its end (or when it idles) the next active one swaps in."""
+        sharing = self.sharing
+        if self.resident not in active or t >= self.slice_end_t:
+            order = sorted(active)
+            following = [k for k in order if self.resident is None or k > self.resident] or order
+            self.resident = following[0]
+            swap = self.slots[self.resident].vram_mb / 1024 / sharing.swap_gb_per_s
+            self.swap_end_t = t + swap
+            self.slice_end_t = t + swap + sharing.quantum_s
+        speeds = dict.fromkeys(self.slots, 0.0)
+        speeds[self.resident] = 1.0 if t >= self.swap_end_t else 0.0
+        return speeds
+
+    # ---- looking ahead ------------------------------------------------------------------------------
+
+    def project(self, key: str, tracked: Tracked, horizon_s: float = 86_400.0) -> Tracked:
+        """What becomes of one request if nothing else arrives: a copy of this GPU run forward."""
+        ghost = self.clone()
+        slot = ghost.slots[key]
+        mine = next((tr for tr in slot.tracked.values() if tr.seq.seq_id == tracked.seq.seq_id), None)
+        if mine is None:
+            return tracked
+        deadline = self.t + horizon_s
+        while mine.finished_t is None:
+            at = ghost.next_event_t()
+            if at == _INF or at > deadline:
+                break
+            ghost.sync(at)
+        return mine
+
+    def clone(self) -> GpuRuntime:
+        ghost = GpuRuntime(self.sharing)
+        ghost.t, ghost.resident, ghost.slice_end_t, ghost.swap_end_t = (
+            self.t,
+            self.resident,
+            self.slice_end_t,
+            self.swap_end_t,
+        )
+        for key, slot in self.slots.items():
+            engine, copies = slot.engine.clone()
+            tracked = {
+                sid: Tracked(
+                    copies[id(tr.seq)],
+                    tr.arrived_t,
+                    tr.admitted_t,
+                    tr.first_token_t,
+                    tr.finished_t,
+                )
+                for sid, tr in slot.tracked.items()
+                if id(tr.seq) in copies
+            }
+            ghost.slots[key] = _Slot(engine, slot.vram_mb, slot.speed, slot.t0, slot.v0, tracked)
+        return ghost
+
+    def next_token_t(self, key: str, tracked: Tracked) -> float:
+        """When the request's next token comes if nothing else changes (inf: not scheduled yet)."""
+        slot = self.slots.get(key)
+        if slot is None:
+            return _INF
+        v = slot.engine.next_token_v(tracked.seq)
+        return _INF if v is None else slot.t_at(v)
+
+    def tracked(self) -> Iterator[Tracked]:
+        for slot in self.slots.values():
+            yield from slot.tracked.values()

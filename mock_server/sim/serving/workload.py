@@ -1,0 +1,28 @@
+"""What a request asks of a model server: how many tokens its prompt is, and how long its answer runs.
+
+Prompt tokens are counted with the model's characters-per-token ratio (BPE tokenizers average about 4
+characters per token in English), plus one for the start of the sequence; no tokenizer package can run
+offline here without its vocabulary files, and a ratio is what calibrations fit anyway.
+
+An answer's natural length is drawn from a lognormal (median and spread per model: long answers are
+rare but long), the same for the same (model, prompt, seed), and cut by `max_tokens` ("length").
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from mock_server.config import OutputLengths
+from mock_server.sim.textgen import stable_seed
+
+
+def count_prompt_tokens(text: str, chars_per_token: float) -> int:
+    return 1 + math.ceil(len(text) / chars_per_token)
+
+
+def natural_length(model: str, prompt: str, seed: int, lengths: OutputLengths, limit: int) -> int:
+    """The answer's length had nothing stopped it, at most the model's own limit."""
+    rng = random.Random(stable_seed("output-length", model, prompt, seed))
+    drawn = lengths.median * math.exp(rng.gauss(0.0, lengths.sigma)) if lengths.sigma else lengths.median
+    return max(lengths.min, min(limit, round(drawn)))

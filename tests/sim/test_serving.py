@@ -1,0 +1,307 @@
+"""The serving model as the simulator runs it: continuous batching per allocation, the KV-cache budget,
+recompute preemption, sharing between allocations on one GPU, lifecycle and workloads.
+
+Every test drives the simulator on the manual clock, moving it from one event to the next (the way the
+HTTP layer sleeps on the real clock), and reads what the model server did."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from mock_server.config import default_config
+from mock_server.sim.clock import ManualClock
+from mock_server.sim.errors import InvalidInput, NotReady, Unavailable
+from mock_server.sim.model import Allocation, AllocationState, EndReason
+from mock_server.sim.serving.service import Timeline
+from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, Simulator
+from tests.sim.conftest import SimFactory
+
+# A profile with round numbers: 10 ms steps at batch 1, 20 ms at 8, 40 ms at 16; 1 µs per prompt token.
+PROFILE: dict[str, Any] = {
+    "source": "test",
+    "weights_mb": 100,
+    "overhead_mb": 0,
+    "kv_kb_per_token": 1.0,
+    "max_num_seqs": 16,
+    "max_num_batched_tokens": 4096,
+    "decode": {"batch": [1, 8, 16], "step_ms": [10.0, 20.0, 40.0]},
+    "kv_ns_per_token": 0.0,
+    "prefill_us_per_token": 1.0,
+    "request_overhead_ms": 5.0,
+    "noise_sigma": 0.0,
+}
+# Answers that run to max_tokens.
+LONG = {"median": 100_000, "sigma": 0.0}
+INSTANT = {"lifecycle": {"provision_s": {"s": 0}, "load_s": {"s": 0}}}
+
+
+@pytest.fixture
+def make_serving(make_sim: SimFactory) -> Any:
+    """`make_serving(pool_changes, **model_changes)`: one GPU of 1000 MB in pool "p" serving model "m"
+    on the test profile (100 MB of weights, 1 KiB of KV per token)."""
+
+    def factory(pool: dict[str, Any] | None = None, **model: Any) -> Simulator:
+        spec = {
+            "vram_mb": 101,
+            "tflops": 10.0,
+            "max_tokens": 100_000,
+            "context_tokens": 200_000,
+            "pools": ["p"],
+            "serving": {"G": "test-profile"},
+            "output_tokens": {"median": 50, "sigma": 0.0},
+            "chars_per_token": 1.0,
+            **model,
+        }
+        return make_sim(
+            [{"gpus": 1, **INSTANT, **(pool or {})}], models={"m": spec}, serving_profiles={"test-profile": PROFILE}
+        )
+
+    return factory
+
+
+def allocate(sim: Simulator, vram_mb: int = 200, tenant: str = "dev", **extra: Any) -> Allocation:
+    spec = AllocationSpec(pool_id="p", model="m", tflops=10.0, vram_mb=vram_mb, overcommit=True, **extra)
+    made = sim.allocate(tenant, spec, request_id="r").allocation  # a snapshot: the live one is the sim's
+    return sim.allocations[made.allocation_id]
+
+
+def start(
+    sim: Simulator, alloc: Allocation, prompt_chars: int = 99, max_tokens: int = 50, tenant: str = "dev"
+) -> InferencePlan:
+    plan = sim.start_inference(
+        tenant, InferenceSpec(alloc.allocation_id, "x" * prompt_chars, max_tokens=max_tokens, seed=1)
+    )
+    sim.submit_inference(plan)
+    return plan
+
+
+def run(sim: Simulator, clock: ManualClock, plans: Iterable[InferencePlan], until: float = 3600.0) -> list[Timeline]:
+    """Move the clock from event to event until every plan finished; their timelines."""
+    plans = list(plans)
+    for _ in range(100_000):
+        timelines = [sim.inference_progress(p) for p in plans]
+        if all(t.total_s is not None for t in timelines):
+            return timelines
+        due = min(sim.inference_next_change(p) for p, t in zip(plans, timelines, strict=True) if t.total_s is None)
+        if due > until:
+            break
+        clock.advance(max(0.0, due - clock.now()))
+    raise AssertionError("the requests did not finish")
+
+
+def test_a_lone_request_pays_the_frontend_the_prefill_and_one_step_per_token(
+    make_serving: Any, clock: ManualClock
+) -> None:
+    sim = make_serving()
+    alloc = allocate(sim)
+    (timeline,) = run(sim, clock, [start(sim, alloc, prompt_chars=99, max_tokens=50)])
+    # 100 prompt tokens (99 characters at 1 per token, and the start token): one prefill step of
+    # 10 ms + 100 µs, which also samples the first token; then 49 decode steps of 10 ms.
+    assert timeline.ttft_s == pytest.approx(0.005 + 0.0101)
+    assert timeline.tpot_s == pytest.approx(0.010)
+    assert timeline.total_s == pytest.approx(0.005 + 0.0101 + 49 * 0.010)
+    assert timeline.queue_s == 0  # admitted at once: the frontend overhead is not queueing
+
+
+def test_a_running_requests_inter_token_time_changes_as_the_batch_changes(
+    make_serving: Any, clock: ManualClock
+) -> None:
+    sim = make_serving()
+    alloc = allocate(sim)
+    first = start(sim, alloc, max_tokens=50)
+    clock.advance(0.2)  # about 19 tokens in, alone at 10 ms
+    others = [start(sim, alloc, max_tokens=50) for _ in range(7)]
+    timelines = run(sim, clock, [first, *others])
+    # Alone its steps take 10 ms; with 8 decoding they take 20 ms: its mean sits between the two.
+    assert 0.010 < timelines[0].tpot_s < 0.020  # type: ignore[operator]
+    assert all(t.tpot_s == pytest.approx(0.020, rel=0.15) for t in timelines[1:])
+
+
+def test_time_to_first_token_rises_with_the_requests_arriving_together(make_serving: Any, clock: ManualClock) -> None:
+    ttfts = {}
+    for n in (1, 8, 16):
+        sim = make_serving()
+        alloc = allocate(sim)
+        timelines = run(sim, clock, [start(sim, alloc, prompt_chars=999) for _ in range(n)])
+        ttfts[n] = max(t.ttft_s for t in timelines if t.ttft_s is not None)
+    assert ttfts[1] < ttfts[8] < ttfts[16]
+
+
+def test_past_the_engines_sequence_limit_requests_wait_and_throughput_stays_flat(
+    make_serving: Any, clock: ManualClock
+) -> None:
+    rates = {}
+    for n in (16, 64):
+        sim = make_serving()
+        alloc = allocate(sim)
+        started = clock.now()
+        timelines = run(sim, clock, [start(sim, alloc) for _ in range(n)])
+        rates[n] = sum(t.tokens for t in timelines) / (clock.now() - started)
+        if n == 64:
+            assert max(t.queue_s for t in timelines if t.queue_s is not None) > 0.5  # 48 waited for a slot
+    assert rates[64] == pytest.approx(rates[16], rel=0.1)
+
+
+def test_the_kv_cache_bounds_what_runs_at_once(make_serving: Any, clock: ManualClock) -> None:
+    # 300 MB less 100 MB of weights: 200 MB = 204,800 tokens of KV; prompts of 60,000 tokens: 3 fit at once.
+    sim = make_serving()
+    alloc = allocate(sim, vram_mb=300)
+    timelines = run(sim, clock, [start(sim, alloc, prompt_chars=59_999, max_tokens=10) for _ in range(6)])
+    queued = sorted(t.queue_s for t in timelines if t.queue_s is not None)
+    assert queued[2] < 0.1 < queued[3]
+
+
+def test_a_prompt_larger_than_the_kv_cache_is_refused(make_serving: Any) -> None:
+    sim = make_serving()
+    alloc = allocate(sim, vram_mb=150)  # 50 MB of KV: 51,200 tokens
+    with pytest.raises(InvalidInput) as refused:
+        sim.start_inference("dev", InferenceSpec(alloc.allocation_id, "x" * 60_000, max_tokens=10))
+    assert "KV cache" in refused.value.errors[0].message
+
+
+def test_running_out_of_kv_preempts_the_youngest_and_it_still_finishes(make_serving: Any, clock: ManualClock) -> None:
+    # 110 MB: 10 MB = 10,240 tokens of KV; two prompts of 4,000 tokens that each grow by 2,000.
+    sim = make_serving(output_tokens=LONG)
+    alloc = allocate(sim, vram_mb=110)
+    plans = [start(sim, alloc, prompt_chars=3_999, max_tokens=2_000) for _ in range(2)]
+    timelines = run(sim, clock, plans)
+    assert all(t.total_s is not None and t.tokens == 2_000 for t in timelines)
+    assert plans[1].request is not None
+    assert plans[1].request.tracked.seq.preemptions >= 1
+    assert timelines[1].total_s > timelines[0].total_s  # type: ignore[operator]
+
+
+def test_a_full_waiting_queue_refuses_more_work(make_serving: Any) -> None:
+    sim = make_serving({"max_waiting": 2})
+    alloc = allocate(sim)
+    for _ in range(16 + 2):  # 16 run (max_num_seqs), 2 may wait
+        start(sim, alloc)
+    plan = sim.start_inference("dev", InferenceSpec(alloc.allocation_id, "x", max_tokens=5, seed=1))
+    with pytest.raises(Unavailable):
+        sim.submit_inference(plan)
+
+
+def _pair(make_serving: Any, clock: ManualClock, pool: dict[str, Any], busy_neighbour: bool) -> float:
+    sim = make_serving(pool)
+    mine, theirs = allocate(sim), allocate(sim, tenant="team-b")
+    plans = [start(sim, mine, max_tokens=100)]
+    if busy_neighbour:
+        plans.append(start(sim, theirs, max_tokens=100, tenant="team-b"))
+    tpot = run(sim, clock, plans)[0].tpot_s
+    assert tpot is not None
+    return tpot
+
+
+@pytest.mark.parametrize("mode", ["spatial", "time_sliced", "temporal"])
+def test_an_idle_neighbour_costs_nothing(make_serving: Any, clock: ManualClock, mode: str) -> None:
+    assert _pair(make_serving, clock, {"contention": mode}, busy_neighbour=False) == pytest.approx(0.010)
+
+
+@pytest.mark.parametrize(("mode", "factor"), [("spatial", 1.195), ("time_sliced", 2.2), ("temporal", 1.195)])
+def test_a_busy_neighbour_slows_by_the_pools_sharing_mode(
+    make_serving: Any, clock: ManualClock, mode: str, factor: float
+) -> None:
+    # Two allocations of 200 MB on a 1000 MB GPU: not oversubscribed, so temporal shares spatially.
+    tpot = _pair(make_serving, clock, {"contention": mode}, busy_neighbour=True)
+    assert tpot == pytest.approx(0.010 * factor, rel=0.02)
+
+
+def test_temporal_mode_on_an_oversubscribed_gpu_stalls_mid_stream_for_the_others_quantum(
+    make_serving: Any, clock: ManualClock
+) -> None:
+    pool = {"contention": "temporal", "vram_overcommit_ratio": 2.0, "time_quantum_s": 2.0, "vram_failure_ratio": 2.0}
+    sim = make_serving(pool, output_tokens=LONG)
+    mine, theirs = allocate(sim, vram_mb=600), allocate(sim, vram_mb=600, tenant="team-b")  # 1.2x the GPU
+    plans = [start(sim, mine, max_tokens=500), start(sim, theirs, max_tokens=500, tenant="team-b")]
+    timelines = run(sim, clock, plans)
+    # Alone each would take about 5 s; taking turns in 2 s quanta each waits out the other's turns.
+    assert all(t.total_s is not None and t.total_s > 7.0 for t in timelines)
+    assert min(t.ttft_s for t in timelines if t.ttft_s is not None) < 0.1
+    assert max(t.ttft_s for t in timelines if t.ttft_s is not None) > 2.0  # the second waited for its turn
+
+
+def test_temporal_mode_kills_a_co_tenant_past_the_vram_failure_ratio(make_serving: Any) -> None:
+    sim = make_serving({"contention": "temporal", "vram_overcommit_ratio": 2.0, "vram_failure_ratio": 1.5})
+    first = allocate(sim, vram_mb=800, priority=3)
+    allocate(sim, vram_mb=800, tenant="team-b", priority=5)  # 1.6x the GPU
+    assert first.state is AllocationState.FAILED
+    assert first.end_reason is EndReason.OOM
+
+
+def test_an_allocation_provisions_then_loads_before_it_serves(make_serving: Any, clock: ManualClock) -> None:
+    lifecycle = {"provision_s": {"s": 20}, "load_s": {"s": 40}}
+    sim = make_serving({"lifecycle": lifecycle})
+    alloc = allocate(sim)
+    assert alloc.state is AllocationState.PROVISIONING
+    with pytest.raises(NotReady) as early:
+        sim.start_inference("dev", InferenceSpec(alloc.allocation_id, "hi", max_tokens=5))
+    assert early.value.retry_after == 60
+    clock.advance(59.5)
+    sim.tick()
+    assert alloc.state is AllocationState.PROVISIONING
+    clock.advance(0.5)
+    sim.tick()
+    assert alloc.state is AllocationState.ACTIVE
+    assert run(sim, clock, [start(sim, alloc)])[0].total_s is not None
+
+
+def test_a_preempted_allocation_serves_out_its_grace_and_its_successor_waits_for_it(
+    make_serving: Any, clock: ManualClock
+) -> None:
+    sim = make_serving({"on_preemption": {"grace_s": 30, "wire": "cut"}, "vram_mb_per_gpu": 400})
+    victim = allocate(sim, vram_mb=300, priority=1)
+    successor = allocate(sim, vram_mb=300, priority=9)
+    assert victim.state is AllocationState.ACTIVE
+    assert successor.state is AllocationState.PROVISIONING
+    assert successor.ready_at == pytest.approx(30)
+    clock.advance(30)
+    sim.tick()
+    assert victim.state is AllocationState.PREEMPTED
+    assert victim.preempted_by == successor.allocation_id
+    assert successor.state is AllocationState.ACTIVE
+
+
+def test_answers_run_to_a_long_tailed_length_that_max_tokens_cuts(make_serving: Any) -> None:
+    sim = make_serving(output_tokens={"median": 200, "sigma": 1.0})
+    alloc = allocate(sim)
+    lengths = []
+    for i in range(200):
+        plan = sim.start_inference("dev", InferenceSpec(alloc.allocation_id, f"question {i}", max_tokens=1000, seed=i))
+        lengths.append((plan.completion_tokens, plan.finish_reason))
+        sim.finish_inference(plan, 0)
+    counts = sorted(n for n, _ in lengths)
+    assert counts[100] == pytest.approx(200, rel=0.35)  # the median
+    assert counts[-1] == 1000  # the tail reaches the cap
+    assert {reason for n, reason in lengths if n == 1000} == {"length"}
+    assert {reason for n, reason in lengths if n < 1000} == {"stop"}
+
+
+def test_the_projection_is_what_happens_when_nothing_else_arrives(make_serving: Any, clock: ManualClock) -> None:
+    sim = make_serving()
+    alloc = allocate(sim)
+    plans = [start(sim, alloc, prompt_chars=500, max_tokens=80) for _ in range(5)]
+    projected = [sim.project_inference(p) for p in plans]
+    happened = run(sim, clock, plans)
+    for was, planned in zip(happened, projected, strict=True):
+        assert (was.queue_s, was.ttft_s, was.total_s) == pytest.approx(
+            (planned.queue_s, planned.ttft_s, planned.total_s)
+        )
+        assert was.tokens == planned.tokens
+
+
+def test_the_same_seed_and_calls_give_the_same_timings() -> None:
+    def timings() -> list[Timeline]:
+        sim = Simulator(default_config(), ManualClock(), seed=4)
+        spec = AllocationSpec("gpu-pool-1", "qwen-30b", 30, 20480, True)
+        alloc = sim.allocate("dev", spec, request_id="r").allocation
+        plans = []
+        for i in range(6):
+            plan = sim.start_inference("dev", InferenceSpec(alloc.allocation_id, f"q{i}", max_tokens=40))
+            sim.submit_inference(plan)
+            plans.append(plan)
+        return [sim.project_inference(p) for p in plans]
+
+    assert timings() == timings()

@@ -3,7 +3,8 @@
 classify (local) → requirements of the class → allocate on a pool → inference → release → account.
 
 - Pool choice: the connector config's pool first, then, when a pool answers `capacity_exhausted`, the
-  next pool serving the model, cheapest first (`PoolCatalogue`).
+  next pool serving the model, cheapest first (`PoolCatalogue`) — only pools HostedAI lists for the
+  key's customer tier; a `pool_not_permitted` (a tier changed since the catalogue was read) moves on too.
 - The allocation is always released (the connector's `allocation()` context manager), whatever happens
   to the inference, and carries a lease (`ttl_seconds`) so HostedAI reclaims it even if the release
   itself cannot be sent.
@@ -27,6 +28,7 @@ from harness.connector import (
     HostedAiConnector,
     InferenceRequest,
     InferenceResponse,
+    PoolNotPermitted,
     RequestTimeout,
 )
 from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
@@ -115,19 +117,21 @@ class Orchestrator:
         self, text: str, tenant: str, classification: Classification, model_class: ModelClass, spent: _Spent
     ) -> ProcessResult:
         choices = await self._catalogue.candidates(model_class.model, self._connector.config.pool)
-        exhausted: CapacityExhausted | None = None
+        refused: CapacityExhausted | PoolNotPermitted | None = None
         for index, choice in enumerate(choices):
             # Fail over at once while another pool is left; wait out Retry-After only on the last one.
             last = index == len(choices) - 1
             try:
                 return await self._run_on(choice, text, tenant, classification, model_class, spent, wait=last)
-            except CapacityExhausted as exc:
+            except (CapacityExhausted, PoolNotPermitted) as exc:
                 if spent.allocation is not None:
                     raise  # the inference said so, not the allocate: another pool would not help
-                log.info("pool %s has no capacity for %s; trying the next pool", choice.pool_id, model_class.model)
-                exhausted = exc
-        assert exhausted is not None  # `candidates` is never empty, so the loop ran
-        raise exhausted
+                refused = _more_telling(refused, exc)
+                if isinstance(exc, PoolNotPermitted):
+                    self._catalogue.invalidate()  # the tier's pools changed: read them again next time
+                log.info("pool %s refused %s (%s); trying the next pool", choice.pool_id, model_class.model, exc.code)
+        assert refused is not None  # `candidates` is never empty, so the loop ran
+        raise refused
 
     async def _run_on(
         self,
@@ -210,6 +214,13 @@ class Orchestrator:
             recovery_timeout_s=self._connector.breaker.recovery_timeout_s,
             cost=cost,
         )
+
+
+def _more_telling(
+    earlier: CapacityExhausted | PoolNotPermitted | None, latest: CapacityExhausted | PoolNotPermitted
+) -> CapacityExhausted | PoolNotPermitted:
+    """The refusal to raise when every pool refused: no capacity (retry later) over another tier's pool."""
+    return earlier if isinstance(earlier, CapacityExhausted) else latest
 
 
 def _result(

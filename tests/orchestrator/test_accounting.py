@@ -27,6 +27,8 @@ def test_totals_are_kept_per_tenant() -> None:
     assert acme.model_dump(exclude={"cost"}) == {
         "tenant": "acme",
         "allocations": 2,
+        "allocation_share": 2.0,
+        "batched": 0,
         "tflops_seconds": 100.0,
         "vram_mb_seconds": 40960.0,
         "prompt_tokens": 3,

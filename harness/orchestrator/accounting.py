@@ -124,6 +124,7 @@ class CostLedger:
 
     def __init__(self) -> None:
         self._tenants: dict[str, _Running] = {}
+        self._allocations = ExactCost()
 
     def record(
         self,
@@ -143,6 +144,22 @@ class CostLedger:
         running.charged += cost if isinstance(cost, ExactCost) else ExactCost.of(cost)
         running.prompt_tokens += prompt_tokens
         running.completion_tokens += completion_tokens
+
+    def record_allocation(self, cost: Cost | ExactCost) -> None:
+        """What one allocation cost as a whole, once released: shared or not, the sum of its requests'
+        charges. `reconciles()` checks that against the tenants' totals."""
+        self._allocations += cost if isinstance(cost, ExactCost) else ExactCost.of(cost)
+
+    def allocations_total(self) -> ExactCost:
+        return self._allocations
+
+    def charged_total(self) -> ExactCost:
+        """Every tenant's charges together."""
+        return sum((r.charged for r in self._tenants.values()), ExactCost())
+
+    def reconciles(self) -> bool:
+        """Whether the tenants were charged exactly what the allocations cost: nothing lost, nothing twice."""
+        return self.charged_total() == self.allocations_total()
 
     def exact(self, tenant: str) -> ExactCost:
         """A tenant's charges, summed exactly."""

@@ -53,13 +53,18 @@ class SharedHold:
     shares of all requests add up to `end - start` with nothing lost to rounding."""
 
     def __init__(self, started: float, members: int) -> None:
-        self._last = Fraction(started)
+        self._started = self._last = Fraction(started)
         self._present = members
         self._per_member = Fraction(0)
 
     @property
     def present(self) -> int:
         return self._present
+
+    @property
+    def held(self) -> Fraction:
+        """The allocation's whole held time so far (all of it once everyone left)."""
+        return self._last - self._started
 
     def leave(self, at: float) -> Fraction:
         """The seconds attributed to a request leaving at `at` (a clock stepping back adds nothing)."""

@@ -34,7 +34,7 @@ from harness.connector import (
     PoolNotPermitted,
     RequestTimeout,
 )
-from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge, exact_charge
+from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, ExactCost, charge, exact_charge
 from harness.orchestrator.batching import Batch, Batcher, BatchPolicy, Grant, Schedule, SharedHold
 from harness.orchestrator.catalogue import PoolCatalogue, PoolChoice
 from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier
@@ -216,6 +216,7 @@ class Orchestrator:
             price_per_tflops_hour=choice.price_per_tflops_hour,
         )
         self.ledger.record(tenant, cost, **_tokens(response))
+        self.ledger.record_allocation(cost)
         return cost
 
     # ---- batching ----------------------------------------------------------------------------------
@@ -232,8 +233,8 @@ class Orchestrator:
             grant = await asyncio.shield(batch.grant)
         except asyncio.CancelledError:
             if batch.grant.done() and not batch.grant.cancelled() and batch.grant.exception() is None:
-                # Granted as this request was cancelled: it is counted on the allocation, so it leaves it.
-                await batch.leave(batch.grant.result().hold, self._clock)
+                # Granted as this request was cancelled: it is counted on the allocation, so it pays its share.
+                await self._leave(batch, batch.grant.result(), tenant, None)
             else:
                 batch.withdraw(tenant)
             raise
@@ -242,17 +243,32 @@ class Orchestrator:
         try:
             response = await self._infer(grant.allocation, text, model_class)
         finally:
-            seconds = await batch.leave(grant.hold, self._clock)
-            exact = exact_charge(
-                tflops=grant.allocation.tflops,
-                vram_mb=grant.allocation.vram_mb,
-                held_seconds=seconds,
-                price_per_tflops_hour=grant.choice.price_per_tflops_hour,
-            )
-            spent.cost = exact.rounded()
-            self.ledger.record(tenant, exact, shared_by=grant.members, **_tokens(response))
+            spent.cost = await self._leave(batch, grant, tenant, response)
         info = BatchInfo(size=grant.members, wait_ms=waited_s * 1000)
         return _result(classification, tenant, grant.allocation, response, spent.cost, batch=info)
+
+    async def _leave(self, batch: Batch, grant: Grant, tenant: str, response: InferenceResponse | None) -> Cost:
+        """A request is done with the shared allocation: charge it its share (exactly, in the ledger)."""
+        seconds = await batch.leave(grant.hold, self._clock)
+        exact = exact_charge(
+            tflops=grant.allocation.tflops,
+            vram_mb=grant.allocation.vram_mb,
+            held_seconds=seconds,
+            price_per_tflops_hour=grant.choice.price_per_tflops_hour,
+        )
+        self.ledger.record(tenant, exact, shared_by=grant.members, **_tokens(response))
+        if grant.hold.present == 0:  # the last one out: the allocation's whole hold is known
+            self.ledger.record_allocation(self._whole(grant))
+        return exact.rounded()
+
+    @staticmethod
+    def _whole(grant: Grant) -> ExactCost:
+        return exact_charge(
+            tflops=grant.allocation.tflops,
+            vram_mb=grant.allocation.vram_mb,
+            held_seconds=grant.hold.held,
+            price_per_tflops_hour=grant.choice.price_per_tflops_hour,
+        )
 
     def _batch_closed(self, batch: Batch) -> None:
         task = asyncio.ensure_future(self._hold_for(batch))

@@ -213,6 +213,8 @@ async def test_per_tenant_cost_of_shared_allocations_adds_up_exactly(
     assert sum((e.tflops_seconds for e in exact), Fraction(0)) == tflops * held
     price = Fraction(0.003)  # gpu-pool-1, the configured pool
     assert sum((e.cost for e in exact), Fraction(0)) == tflops * held / 3600 * price
+    assert ledger.allocations_total().held_seconds == held
+    assert ledger.reconciles()
     # What each request was told is its own share; a tenant's totals are its requests' shares.
     for tenant in set(tenants):
         mine = [r for r in results if r.tenant == tenant]

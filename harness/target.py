@@ -123,8 +123,8 @@ def _mock_argv(seed: int, admin_token: str, extra_args: Sequence[str]) -> list[s
         "--strict",
         "--seed",
         str(seed),
-        "--admin-token",
-        admin_token,
+        # One word: a token_urlsafe token may begin with "-", which argparse would take for a flag.
+        f"--admin-token={admin_token}",
         "--log-level",
         "WARNING",
         *extra_args,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -29,7 +30,9 @@ from mock_server.sim.model import Allocation, Gpu
 from mock_server.sim.simulator import AllocateResult, AllocationSpec, Simulator
 from tests.conftest import config_with
 
-OPTIONS = RunOptions(seed=1, examples=5)
+# Enough examples that every rule is drawn whatever the order Hypothesis happens to draw them in: that
+# order depends on the process's memory layout (rule hashes are object ids), not only on the seed.
+OPTIONS = RunOptions(seed=1, examples=10)
 
 
 @pytest.fixture(autouse=True)
@@ -94,14 +97,15 @@ async def test_every_check_holds_against_the_mock(mock: MockHostedAI) -> None:
         (c.name, c.message) for c in result.checks if c.outcome != "passed"
     ]
     assert result.ok
-    assert result.replay == "--seed 1 --examples 5"
+    assert result.replay == "--seed 1 --examples 10"
     assert active(mock) == []
 
 
 async def test_capacity_never_given_back(mock: MockHostedAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Gpu, "give_back", lambda self, alloc: None)
 
-    result = await StatefulSuite().run(mock_target(mock), OPTIONS)
+    # One tenant: with two, the shortest witness may be one tier crossing (allocate and release in a step).
+    result = await StatefulSuite().run(replace(mock_target(mock), second_api_key=None), OPTIONS)
 
     failure = assert_only_failure(result, CAPACITY)
     assert "GET /v1/pools does not add up" in failure.message

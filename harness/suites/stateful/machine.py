@@ -88,6 +88,9 @@ CASE_LABEL = "harness_case"
 PROMPTS = ("Hello", "Summarise the plot of Hamlet in one line.", "List three prime numbers.")
 MAX_HELD = 12
 """Slots held at once in one example: far below any pool's capacity on a mock, so no allocate waits."""
+CROSSINGS = 2
+"""Tier crossings one example may try: enough to see both answers, few enough to leave the steps to
+the other rules (a crossing is always possible, so it would otherwise be drawn far more often)."""
 RATE_LIMIT_RETRIES = 5
 """How often one call is retried after a 429, each after the server's Retry-After (capped)."""
 RETRY_AFTER_CAP_S = 30.0
@@ -228,6 +231,8 @@ class HostedAiMachine(RuleBasedStateMachine):
         """Slots allocated and not yet released by a rule (whatever the server did): preconditions use this."""
         self.extra: dict[str, SlotState] = {}
         """Allocations outside the slots: twins made by a server that ignored an Idempotency-Key."""
+        self.crossed = 0
+        """Tier crossings tried in this example."""
         if run.reset is not None:
             # Every example starts from the mock's configured state with the same seed: pool totals are
             # then exactly the model's sums, and a shrunk example replays alike.
@@ -549,7 +554,9 @@ class HostedAiMachine(RuleBasedStateMachine):
             if state != "active":
                 raise Violation(ISOLATION, f"after another tenant's probes our allocation {allocation_id} is {state!r}")
 
-    @precondition(lambda self: self.run.tiers is not None and bool(self.run.tiers.crossings))
+    @precondition(
+        lambda self: self.run.tiers is not None and bool(self.run.tiers.crossings) and self.crossed < CROSSINGS
+    )
     @rule(case=st.integers(0, 255), pick=st.integers(0, 255))
     def cross_tier(self, case: int, pick: int) -> None:
         """A tenant allocates in a pool only the other tenant's tier may use (must be 403
@@ -559,6 +566,7 @@ class HostedAiMachine(RuleBasedStateMachine):
         assert tiers is not None
         assert foreign is not None
         side, listed = tiers.crossings[case % len(tiers.crossings)]
+        self.crossed += 1
         if self.run.budget_left() < 1:
             return
         pools = tiers.pools(side, listed=listed)

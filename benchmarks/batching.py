@@ -1,13 +1,14 @@
 """Request batching against the mock: allocations per request, and the latency batching adds, at
 several arrival rates.
 
-    python -m benchmarks.batching [--rates 2,10,40] [--seconds 8] [--rounds 2] [--time-scale 1]
+    python -m benchmarks.batching [--rates 2,10,40] [--seconds 8] [--rounds 3] [--time-scale 1]
 
 Prints one JSON document; `benchmarks.run` (section `batching`) runs it and writes the report.
 
 The mock runs as a process on the real clock (its default config; `--time-scale` shortens every
 simulated latency alike), the Harpoon orchestrator in this process. Simple requests (the batched
-class) arrive as a seeded Poisson process at each rate for `--seconds`, from three tenants in turn;
+class, at temperature 0 so that a text's answer is as long in both modes) arrive as a seeded Poisson
+process at each rate for `--seconds`, from three tenants in turn;
 each is one `Orchestrator.process()`, timed from its arrival to its answer. Every rate runs twice per
 round, batching off (the baseline: one allocation per request) and on (the shipped policy: at most 8
 per allocation, 25 ms wait), in alternating order, so both see the same machine. Figures: allocations
@@ -70,7 +71,11 @@ def _mock(time_scale: float) -> Iterator[str]:
         yield line[len(_READY) :].split()[0]
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()  # it drains open connections first; the figures are already taken
+            process.wait(timeout=10)
 
 
 def _arrivals(rate: float, seconds: float, seed: int) -> list[float]:
@@ -84,7 +89,10 @@ def _arrivals(rate: float, seconds: float, seed: int) -> list[float]:
 
 
 async def _run(url: str, rate: float, seconds: float, seed: int, policy: BatchPolicy | None) -> dict[str, Any]:
-    classes = load_model_classes(ROOT / "configs" / "models.yaml")
+    shipped = load_model_classes(ROOT / "configs" / "models.yaml")
+    # Greedy (temperature 0): a text's answer has the same length in both modes, so latencies compare.
+    simple = shipped.classes.simple.model_copy(update={"temperature": 0.0})
+    classes = shipped.model_copy(update={"classes": shipped.classes.model_copy(update={"simple": simple})})
     config = parse_connector_config({"hosted_ai": {"base_url": url, "api_key": "dev-key"}})
     async with HostedAiConnector(config, metrics=ConnectorMetrics(CollectorRegistry())) as connector:
         orchestrator = Orchestrator(connector, classes, batching=policy)
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batching", description=__doc__)
     parser.add_argument("--rates", default="2,10,40", help="arrival rates, requests per second")
     parser.add_argument("--seconds", type=float, default=8.0, help="how long requests arrive at each rate")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--time-scale", type=float, default=1.0, help="the mock's real seconds per simulated one")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]

@@ -30,6 +30,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     HEALTH_PORT=8000
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+# docker-compose.tls.yml mounts a named volume here for the mock's CA (--tls-self-signed): a new volume
+# takes this directory's owner, so the non-root server can write its ca.pem there.
+RUN install -d -o 10001 -g 10001 /var/lib/hostedai-ca
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # `harpoon-service --config configs/…` resolves from here; `models: models.yaml` sits beside each config.

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--second-api-key-env", help="variable holding another tenant's key (isolation checks)")
         cmd.add_argument("--admin-token-env", help="variable holding a remote mock's admin token")
         cmd.add_argument("--ca-bundle", help="PEM file of CAs to trust (private CA); TLS is always verified")
+        cmd.add_argument(
+            "--tls",
+            action="store_true",
+            help="--target mock: serve the mock process over HTTPS, with a CA made for the run that the run trusts",
+        )
         cmd.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
         cmd.add_argument("--examples", type=_positive, default=25, help="depth: examples per operation (default 25)")
         cmd.add_argument("--report-dir", help="write junit.xml, summary.json and report.md here")
@@ -122,6 +127,8 @@ def replay_command(suite: str, args: argparse.Namespace) -> str:
                 parts += [flag, str(value)]
         if args.no_idempotency_key:
             parts.append("--no-idempotency-key")
+    elif args.tls:
+        parts.append("--tls")
     parts += ["--seed", str(args.seed), "--examples", str(args.examples)]
     return shlex.join(parts)
 
@@ -145,7 +152,7 @@ async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> 
     suite = make_suite(name)
     watch = Stopwatch()
     if args.target == "mock":
-        async with mock_process(args.seed) as target:
+        async with mock_process(args.seed, tls=args.tls) as target:
             await preflight(target)
             result = await suite.run(target, options)
     else:
@@ -177,6 +184,8 @@ async def _run(args: argparse.Namespace) -> int:
         max_allocations=args.max_allocations,
         idempotency_key=not args.no_idempotency_key,
     )
+    if args.tls and args.target != "mock":
+        raise TargetError("--tls is for --target mock; give a URL as https://… (and --ca-bundle for a private CA)")
     if args.ca_bundle is not None:
         ca_bundle_path(args.ca_bundle)  # a missing file is a usage error before anything starts
     for name in names:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from harness.connector.tls import certificate_problem, describe, handshake_problem
 from harness.target import Target, TargetError
 
 _TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=10)
@@ -56,9 +57,9 @@ async def _get(
                     continue
                 return resp.status, resp.content_type, text
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise TargetError(_certificate_problem(target, exc.certificate_error)) from None
+            raise TargetError(_certificate_message(target, exc.certificate_error)) from None
         except aiohttp.ClientSSLError as exc:
-            raise TargetError(_tls_problem(target, exc)) from None
+            raise TargetError(handshake_problem(target.url, exc)) from None
         except aiohttp.ClientConnectorError as exc:
             error = exc.os_error
             if error.errno and error.errno > 0:
@@ -83,17 +84,15 @@ def _seconds(value: str | None) -> float:
         return 1.0
 
 
-def _certificate_problem(target: Target, error: Exception) -> str:
-    reason = getattr(error, "verify_message", None) or str(error)
-    where = f"the CA bundle {target.ca_bundle}" if target.ca_bundle else "the system's CAs (pass --ca-bundle FILE)"
-    return f"TLS: {target.url} presented a certificate that {where} cannot verify: {reason}"
-
-
-def _tls_problem(target: Target, error: Exception) -> str:
-    text = str(error)
-    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
-        return f"TLS: {target.url} does not speak TLS; use http:// if it is a plain-HTTP server"
-    return f"TLS: the handshake with {target.url} failed: {text.splitlines()[0][:200]}"
+def _certificate_message(target: Target, error: Exception) -> str:
+    """One line naming the problem (expired, another host's, an untrusted CA) and what to do about it."""
+    problem = certificate_problem(error)
+    hint = {
+        "untrusted": " — pass the CA that issued it with --ca-bundle FILE",
+        "host_mismatch": " — use a host name the certificate names, or reissue it for this one",
+        "expired": " — the server needs a renewed certificate",
+    }.get(problem.reason, "")
+    return describe(target.url, problem, target.ca_bundle) + hint
 
 
 async def _probe_key(session: aiohttp.ClientSession, target: Target, key: str, name: str) -> None:

@@ -6,7 +6,9 @@ httpx, urllib) need nothing else; the mock is a separate process, so it answers 
 
 Fixtures (`pytest --fixtures` shows their docstrings):
 - `hostedai_target` (session): where HostedAI is: a mock process started once per session, or the URL
-  of `--hostedai-target URL`, its key read from `--hostedai-api-key-env` (default HOSTED_AI_API_KEY).
+  of `--hostedai-target URL`, its key read from `--hostedai-api-key-env` (default HOSTED_AI_API_KEY)
+  and its private CA, if any, from `--hostedai-ca-bundle`. `--hostedai-tls` serves the mock processes
+  over HTTPS (a CA made for the session, which the target trusts).
 - `hostedai_mock`: the mock's target, reset before each test and prepared as the test's
   `@pytest.mark.hostedai(...)` asks; skipped against a live target, which has no control plane.
 - `hostedai_admin`: a `SyncControlPlane` for that mock: faults, scenarios, clock, journal, leaks.
@@ -19,6 +21,7 @@ marked test always gets a freshly reset mock prepared as it asks, whichever fixt
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
@@ -58,6 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hostedai-target", default="mock", help="`mock` (a mock process, default) or a base URL")
     group.addoption("--hostedai-api-key-env", default="HOSTED_AI_API_KEY", help="variable holding the API key")
     group.addoption("--hostedai-seed", type=int, default=0, help="the mock's seed (default 0)")
+    group.addoption("--hostedai-ca-bundle", help="a live target's private CA (PEM file); TLS is always verified")
+    group.addoption("--hostedai-tls", action="store_true", help="serve the mock over HTTPS with a CA made for it")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -119,6 +124,7 @@ class _MockProcesses:
     """The session's mock processes, one per clock, started on first use and stopped at the end."""
 
     seed: int
+    tls: bool = False
     _running: dict[tuple[str, float], Target] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -126,7 +132,7 @@ class _MockProcesses:
         if key not in self._running:
             clock, scale = key
             extra = () if clock == "manual" else ("--clock", "real", "--time-scale", repr(scale))
-            self._running[key] = self._stack.enter_context(MockProcess(self.seed, extra).running())
+            self._running[key] = self._stack.enter_context(MockProcess(self.seed, extra, tls=self.tls).running())
         return self._running[key]
 
     def close(self) -> None:
@@ -138,7 +144,7 @@ def _hostedai_processes(request: pytest.FixtureRequest) -> Iterator[_MockProcess
     if request.config.getoption("--hostedai-target") != "mock":
         yield None
         return
-    processes = _MockProcesses(request.config.getoption("--hostedai-seed"))
+    processes = _MockProcesses(request.config.getoption("--hostedai-seed"), request.config.getoption("--hostedai-tls"))
     try:
         yield processes
     finally:
@@ -158,6 +164,7 @@ def hostedai_target(request: pytest.FixtureRequest, _hostedai_processes: _MockPr
             return url_target(
                 request.config.getoption("--hostedai-target"),
                 api_key_env=request.config.getoption("--hostedai-api-key-env"),
+                ca_bundle=request.config.getoption("--hostedai-ca-bundle"),
             )
         except TargetError as exc:
             pytest.fail(f"--hostedai-target: {exc}", pytrace=False)
@@ -180,7 +187,7 @@ def hostedai_mock(request: pytest.FixtureRequest, _hostedai_processes: _MockProc
     if _hostedai_processes is None:
         pytest.skip("needs the mock's control plane (--hostedai-target is a live URL)")
     target = _hostedai_processes.get(preset.process_key)
-    admin = SyncControlPlane(target.url, target.admin_token or "")
+    admin = _admin(target)
     try:
         admin.reset(preset.seed)
         for name in preset.scenarios:
@@ -201,7 +208,13 @@ def hostedai_admin(hostedai_mock: Target) -> SyncControlPlane:
     """A `harness.control_plane.SyncControlPlane` for `hostedai_mock` (reset, prepared): add faults,
     apply scenarios, advance the manual clock, read the journal, the leaks and the state. Synchronous,
     so it serves sync and async tests alike."""
-    return SyncControlPlane(hostedai_mock.url, hostedai_mock.admin_token or "")
+    return _admin(hostedai_mock)
+
+
+def _admin(target: Target) -> SyncControlPlane:
+    """The control plane of a mock process, trusting the CA it was started with (under --hostedai-tls)."""
+    trust = ssl.create_default_context(cafile=target.ca_bundle) if target.ca_bundle else None
+    return SyncControlPlane(target.url, target.admin_token or "", ssl_context=trust)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """Where the suites send their requests: a `Target`, made from a URL or from a mock the harness starts.
 
 `--target mock` starts `hostedai-mock` as a separate process on a free loopback port (manual clock,
-strict, a fresh admin token) and stops it afterwards. The harness never imports the mock: it talks to
+strict, a fresh admin token) and stops it afterwards; with `tls=True` it serves HTTPS with a CA it
+makes at start-up, and the target trusts exactly that CA (`ca_bundle`). The harness never imports the mock: it talks to
 that process over HTTP, exactly as it talks to a live HostedAI. (The in-process mock of
 `mock_server.MockHostedAI` is the *embedded* mock; this one is a *mock process*.)
 """
@@ -130,7 +131,15 @@ def _mock_argv(seed: int, admin_token: str, extra_args: Sequence[str]) -> list[s
     ]
 
 
-def _mock_target(ready_line: str, admin_token: str, log_tail: str) -> Target:
+_CA_FILE = "ca.pem"
+"""Where `hostedai-mock --tls-self-signed DIR` writes its CA certificate, in DIR."""
+
+
+def _tls_args(ca_dir: str | None) -> list[str]:
+    return ["--tls-self-signed", ca_dir] if ca_dir is not None else []
+
+
+def _mock_target(ready_line: str, admin_token: str, log_tail: str, ca_dir: str | None = None) -> Target:
     if not ready_line.startswith(_READY):
         said = (ready_line.strip() or log_tail.strip()).splitlines()
         raise TargetError(f"the mock process did not start: {said[-1][:300] if said else 'it exited silently'}")
@@ -139,6 +148,7 @@ def _mock_target(ready_line: str, admin_token: str, log_tail: str) -> Target:
         api_key=MOCK_API_KEY,
         admin_token=admin_token,
         second_api_key=MOCK_SECOND_API_KEY,
+        ca_bundle=str(Path(ca_dir) / _CA_FILE) if ca_dir is not None else None,
         label="mock",
     )
 
@@ -149,15 +159,16 @@ def _tail(log: IO[bytes]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def mock_process(seed: int, extra_args: Sequence[str] = ()) -> AsyncIterator[Target]:
-    """Start `hostedai-mock` (default config, manual clock, strict) for one run and stop it afterwards.
+async def mock_process(seed: int, extra_args: Sequence[str] = (), *, tls: bool = False) -> AsyncIterator[Target]:
+    """Start `hostedai-mock` (default config, manual clock, strict) for one run and stop it afterwards;
+    `tls`: over HTTPS, its CA written to a temporary directory the target's `ca_bundle` points into.
 
     Its log goes to a temporary file, not a pipe nobody reads: a chatty mock can never block on a full
     pipe in a long run."""
     token = secrets.token_urlsafe(16)
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryFile() as log, _ca_directory(tls) as ca_dir:
         process = await asyncio.create_subprocess_exec(
-            *_mock_argv(seed, token, extra_args), stdout=asyncio.subprocess.PIPE, stderr=log
+            *_mock_argv(seed, token, [*extra_args, *_tls_args(ca_dir)]), stdout=asyncio.subprocess.PIPE, stderr=log
         )
         try:
             assert process.stdout is not None
@@ -165,7 +176,7 @@ async def mock_process(seed: int, extra_args: Sequence[str] = ()) -> AsyncIterat
                 line = (await asyncio.wait_for(process.stdout.readline(), timeout=_START_TIMEOUT_S)).decode()
             except TimeoutError:
                 line = ""
-            yield _mock_target(line, token, _tail(log))
+            yield _mock_target(line, token, _tail(log), ca_dir)
         finally:
             if process.returncode is None:
                 process.terminate()
@@ -176,25 +187,43 @@ async def mock_process(seed: int, extra_args: Sequence[str] = ()) -> AsyncIterat
                     await process.wait()
 
 
+@contextlib.contextmanager
+def _ca_directory(tls: bool) -> Iterator[str | None]:
+    if not tls:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="hostedai-harness-ca-") as directory:
+        yield directory
+
+
 @dataclass(slots=True)
 class MockProcess:
     """A mock process for synchronous callers (the pytest plugin): `with MockProcess(seed) as target:`."""
 
     seed: int = 0
     extra_args: Sequence[str] = ()
+    tls: bool = False
+    """Serve HTTPS with a CA made at start-up; the target's `ca_bundle` is its certificate."""
     _process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
+    _ca_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> Target:
         token = secrets.token_urlsafe(16)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        ca_dir = None
+        if self.tls:
+            self._ca_dir = tempfile.TemporaryDirectory(prefix="hostedai-harness-ca-")
+            ca_dir = self._ca_dir.name
         self._process = subprocess.Popen(
-            _mock_argv(self.seed, token, self.extra_args), stdout=subprocess.PIPE, stderr=self._log
+            _mock_argv(self.seed, token, [*self.extra_args, *_tls_args(ca_dir)]),
+            stdout=subprocess.PIPE,
+            stderr=self._log,
         )
         assert self._process.stdout is not None
         line = self._process.stdout.readline().decode()
         try:
-            return _mock_target(line, token, _tail(self._log))
+            return _mock_target(line, token, _tail(self._log), ca_dir)
         except TargetError:
             self.stop()
             raise
@@ -213,6 +242,9 @@ class MockProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._ca_dir is not None:
+            self._ca_dir.cleanup()
+            self._ca_dir = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Target]:

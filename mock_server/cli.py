@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from typing import NoReturn
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from mock_server.api.app import create_app
 from mock_server.config import ConfigError, MockConfig, load_config
+from mock_server.tls import ca_file, context_for
 from mock_server.version import __version__
 
 
@@ -45,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-token",
         help=f"the control plane's token (default: ${ADMIN_TOKEN_ENV}, else the config's server.admin_token)",
     )
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM; with --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--tls-self-signed",
+        metavar="DIR",
+        help="serve HTTPS with a CA made at start-up; its certificate is written to DIR/ca.pem for clients",
+    )
+    parser.add_argument(
+        "--tls-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name the self-signed certificate is valid for (repeatable; e.g. a service name)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -60,7 +76,13 @@ def resolve_config(args: argparse.Namespace) -> MockConfig:
     config = load_config(args.config)
     admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
     config = config.with_overrides(
-        server={"host": args.host, "port": args.port, "strict": args.strict, "admin_token": admin_token},
+        server={
+            "host": args.host,
+            "port": args.port,
+            "strict": args.strict,
+            "admin_token": admin_token,
+            **_tls_overrides(args),
+        },
         simulation={"seed": args.seed, "time_scale": args.time_scale, "clock": args.clock},
     )
     if args.scenario:
@@ -74,23 +96,32 @@ def resolve_config(args: argparse.Namespace) -> MockConfig:
     return config
 
 
+def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The command line's TLS flags over the config file's (an unset flag keeps the file's value)."""
+    names = {"tls_names": args.tls_name} if args.tls_name else {}
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_self_signed": args.tls_self_signed, **names}
+
+
 def banner(config: MockConfig, url: str) -> str:
     """The start-up line: where the mock listens and how it runs. It names tenants, never their keys."""
     tenants = ", ".join(config.tenants)
     control = "control plane on" if config.server.admin_token else "no control plane"
+    ca = ca_file(config.server)
+    tls = f"; clients trust {ca}" if ca is not None else ""
     return (
         f"HostedAI mock listening on {url}  (tenants {tenants}; {control}; clock {config.simulation.clock}, "
-        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''})"
+        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''}{tls})"
     )
 
 
-async def serve(app: web.Application, config: MockConfig) -> None:
+async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLContext | None = None) -> None:
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=ssl_context)
     await site.start()
     host, port = runner.addresses[0][:2]
-    print(banner(config, f"http://{host}:{port}"), flush=True)
+    scheme = "https" if ssl_context is not None else "http"
+    print(banner(config, f"{scheme}://{host}:{port}"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         app = create_app(config)
+        ssl_context = context_for(config.server)
     except ConfigError as exc:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(app, config))
+        asyncio.run(serve(app, config, ssl_context))
     except OSError as exc:
         print(
             f"hostedai-mock: error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",

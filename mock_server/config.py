@@ -35,6 +35,27 @@ class ServerConfig(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     # The admin API is used by the control plane (faults, clock, journal); None turns it off.
     admin_token: str | None = None
+    # HTTPS (mock_server/tls.py): a certificate and its key (PEM files), or `tls_self_signed`, a directory
+    # where a CA made at start-up writes its certificate (ca.pem) for clients to trust. `tls_names`:
+    # host names the self-signed certificate is also valid for (a container's service name).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_self_signed: str | None = None
+    tls_names: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_self_signed is not None and self.tls_cert is not None:
+            raise ValueError("tls_self_signed makes its own certificate: drop tls_cert and tls_key")
+        if self.tls_names and self.tls_self_signed is None:
+            raise ValueError("tls_names are names for the self-signed certificate: set tls_self_signed too")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None or self.tls_self_signed is not None
 
 
 class SimulationConfig(_Strict):
@@ -57,6 +78,10 @@ class SimulationConfig(_Strict):
     journal_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     # Leak report: an allocation active longer than this (simulated seconds) counts as leaked.
     leak_grace_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+# A customer tier's name (pool segregation: tenants carry one, pools list the ones they serve).
+_TIER = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 
 class PoolConfig(_Strict):
@@ -88,6 +113,8 @@ class PoolConfig(_Strict):
     on_gpu_failure: OnEnd = OnEnd(wire="cut")
     # Requests one allocation's model server lets wait; more are refused (503 `unavailable`). None: no limit.
     max_waiting: Annotated[int, Field(ge=0)] | None = None
+    # The customer tiers this pool serves (pool segregation); None serves every tier.
+    tiers: list[Annotated[str, Field(pattern=_TIER)]] | None = None
 
 
 class GpuLatency(_Strict):
@@ -139,6 +166,8 @@ class RateLimitConfig(_Strict):
 
 class TenantConfig(_Strict):
     api_keys: Annotated[list[str], Field(min_length=1)]
+    # The customer tier: the tenant may use only the pools that serve it (pools without `tiers` serve all).
+    tier: Annotated[str, Field(pattern=_TIER)] = "standard"
     quota: QuotaConfig = QuotaConfig()
     rate_limit: RateLimitConfig | None = None
 
@@ -188,6 +217,8 @@ class MockConfig(_Strict):
                 if key in seen and seen[key] != tenant:
                     raise ValueError(f"API key of tenant {tenant!r} is also a key of tenant {seen[key]!r}")
                 seen[key] = tenant
+            if not any(p.tiers is None or cfg.tier in p.tiers for p in self.pools):
+                raise ValueError(f"tenants.{tenant}.tier {cfg.tier!r} is served by no pool (see pools[].tiers)")
         return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> MockConfig:

@@ -7,10 +7,15 @@ async with MockHostedAI() as mock:
 
 From sync code the same object serves from a background thread (`mock_server/background.py`):
 `with MockHostedAI() as mock:`, or `@mock` on a function.
+`MockHostedAI(tls=True)` serves HTTPS with a CA made for it; `mock.ca_bundle` is that CA's certificate,
+for the client to trust. `tls=` also takes an `ssl.SSLContext` (a test's own, even a broken, certificate).
 """
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -23,6 +28,7 @@ from mock_server.background import SyncEmbedding
 from mock_server.config import MockConfig, load_config
 from mock_server.sim.clock import Clock, ManualClock
 from mock_server.sim.simulator import Simulator
+from mock_server.tls import CA_FILE, context_for
 
 
 class MockHostedAI(SyncEmbedding):
@@ -37,9 +43,12 @@ class MockHostedAI(SyncEmbedding):
         tenant: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: bool | ssl.SSLContext = False,
     ) -> None:
         """Strict by default: a response that breaks the contract is a loud 500, not a silent lie.
-        `tenant` picks whose key `api_key` is (default: the first tenant of the config)."""
+        `tenant` picks whose key `api_key` is (default: the first tenant of the config).
+        `tls`: True serves HTTPS with a self-signed CA (`ca_bundle`), a context serves with it; False
+        follows the config (plain HTTP unless its `server.tls_*` keys say otherwise)."""
         base = config if isinstance(config, MockConfig) else load_config(config)
         self.config = base.with_overrides(
             server={"strict": strict, "host": host, "port": port},
@@ -51,6 +60,11 @@ class MockHostedAI(SyncEmbedding):
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._app: web.Application | None = None
+        self._tls = tls
+        self._ca_dir: str | None = None
+        self.ca_bundle: str | None = None
+        """The CA certificate to trust when the mock made its own (tls=True, or the config's self-signed
+        mode); None otherwise."""
 
     async def __aenter__(self) -> MockHostedAI:
         await self.start()
@@ -63,17 +77,33 @@ class MockHostedAI(SyncEmbedding):
 
     async def start(self) -> None:
         self._app = create_app(self.config)
+        ssl_context = self._ssl_context()
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
+        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, ssl_context=ssl_context)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}"
+        self._url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}"
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if isinstance(self._tls, ssl.SSLContext):
+            return self._tls
+        server = self.config.server
+        if self._tls:
+            self._ca_dir = tempfile.mkdtemp(prefix="hostedai-mock-ca-")
+            server = server.model_copy(update={"tls_self_signed": self._ca_dir, "tls_cert": None, "tls_key": None})
+        context = context_for(server)
+        if server.tls_self_signed is not None:
+            self.ca_bundle = str(Path(server.tls_self_signed) / CA_FILE)
+        return context
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
+        if self._ca_dir is not None:
+            shutil.rmtree(self._ca_dir, ignore_errors=True)
+            self._ca_dir = None
 
     @property
     def url(self) -> str:

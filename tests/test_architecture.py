@@ -22,6 +22,7 @@ LAYERS: dict[str, list[tuple[str, ...]]] = {
         ("mock_server.config",),
         ("mock_server.sim",),
         ("mock_server.api",),
+        ("mock_server.tls",),
         ("mock_server.background", "mock_server.embedded", "mock_server.cli", "mock_server.__main__", "mock_server"),
     ],
     "harness": [

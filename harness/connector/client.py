@@ -31,6 +31,7 @@ from harness.connector.errors import (
     HostedAiError,
     NotFound,
     RequestTimeout,
+    TlsError,
     TransportError,
     Unauthorized,
     error_for,
@@ -48,6 +49,7 @@ from harness.connector.models import (
     UsageReport,
 )
 from harness.connector.retry import RetryPolicy
+from harness.connector.tls import certificate_problem, describe, handshake_problem
 
 log = logging.getLogger("harness.connector")
 
@@ -99,6 +101,13 @@ class HostedAiConnector:
         self._background: set[asyncio.Task[None]] = set()
         self._unreleased: set[str] = set()
         """Allocations whose release failed; `close()` tries them again."""
+        if not config.verify_tls:
+            # Said once, loudly: a client that trusts any certificate must never pass for a verified one.
+            log.warning(
+                "TLS verification is OFF for %s (verify_tls: false): any certificate is accepted, "
+                "so anyone on the path can read and change the traffic, API key included",
+                config.base_url,
+            )
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -461,6 +470,11 @@ class HostedAiConnector:
             )
         except TimeoutError:
             raise RequestTimeout(f"{method} {path} timed out after {attempt_timeout:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            problem = certificate_problem(exc.certificate_error)
+            raise TlsError(describe(self.config.base_url, problem, self.config.ca_bundle), problem.reason) from None
+        except aiohttp.ClientSSLError as exc:
+            raise TlsError(handshake_problem(self.config.base_url, exc), "handshake") from None
         except aiohttp.ClientError as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         request_id = resp.headers.get("X-Request-Id")

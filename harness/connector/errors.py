@@ -5,7 +5,8 @@
     │   ├── InvalidRequest             400 invalid_request, 415 unsupported_media_type
     │   ├── ValidationFailed           422 validation_failed (`errors` lists the fields)
     │   ├── Unauthorized               401 (after one retry with a re-read key)
-    │   ├── QuotaExceeded              403
+    │   ├── QuotaExceeded              403 quota_exceeded
+    │   ├── PoolNotPermitted           403 pool_not_permitted: the pool does not serve the tenant's tier
     │   ├── NotFound                   404
     │   ├── AllocationNotActive        409 allocation_not_active (`state` says how it ended)
     │   ├── IdempotencyConflict        409 idempotency_conflict
@@ -18,7 +19,9 @@
     │       │   └── CapacityExhausted  503 capacity_exhausted: retried, not counted by the breaker
     │       └── GatewayTimeout         504
     ├── TransportError                 no usable answer: connection refused/reset, malformed body
-    │   └── RequestTimeout             the allocation or inference timeout ran out
+    │   ├── RequestTimeout             the allocation or inference timeout ran out
+    │   └── TlsError                   the server's certificate could not be verified (`reason`), or no TLS
+    │                                  handshake: never retried, counted by the breaker
     └── CircuitOpen                    the circuit breaker refused the call without trying
 
 `retryable` says whether the retry policy may try again; `counts_as_failure` whether the circuit
@@ -76,6 +79,10 @@ class Unauthorized(ApiError):
 
 class QuotaExceeded(ApiError):
     kind = "quota"
+
+
+class PoolNotPermitted(ApiError):
+    kind = "pool_not_permitted"
 
 
 class NotFound(ApiError):
@@ -145,6 +152,18 @@ class RequestTimeout(TransportError):
     kind = "timeout"
 
 
+class TlsError(TransportError):
+    # A certificate that fails verification fails it again on a retry; only a fixed configuration helps.
+    retryable = False
+    kind = "tls"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """`expired`, `not_yet_valid`, `host_mismatch`, `untrusted` (no CA in the bundle issued it),
+        `invalid` (another verification failure) or `handshake` (no TLS conversation at all)."""
+
+
 class CircuitOpen(HostedAiError):
     kind = "circuit_open"
 
@@ -160,6 +179,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "validation_failed": ValidationFailed,
     "unauthorized": Unauthorized,
     "quota_exceeded": QuotaExceeded,
+    "pool_not_permitted": PoolNotPermitted,
     "not_found": NotFound,
     "allocation_not_active": AllocationNotActive,
     "idempotency_conflict": IdempotencyConflict,

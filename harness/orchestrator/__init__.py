@@ -1,6 +1,7 @@
 """The Harpoon orchestrator: classify a text locally, run it on HostedAI, account its cost per tenant."""
 
-from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
+from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, ExactCost, charge, exact_charge
+from harness.orchestrator.batching import BatchPolicy, SharedHold
 from harness.orchestrator.catalogue import CatalogueSource, PoolCatalogue, PoolChoice
 from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier, Label
 from harness.orchestrator.orchestrator import DEFAULT_TENANT, Orchestrator
@@ -11,16 +12,19 @@ from harness.orchestrator.requirements import (
     load_model_classes,
     parse_model_classes,
 )
-from harness.orchestrator.result import ProcessResult, Timings, Usage
+from harness.orchestrator.result import BatchInfo, ProcessResult, Timings, Usage
 
 __all__ = [
     "DEFAULT_TENANT",
+    "BatchInfo",
+    "BatchPolicy",
     "CatalogueSource",
     "Classification",
     "Classifier",
     "Cost",
     "CostLedger",
     "CostTotals",
+    "ExactCost",
     "HeuristicClassifier",
     "Label",
     "ModelClass",
@@ -30,9 +34,11 @@ __all__ = [
     "PoolCatalogue",
     "PoolChoice",
     "ProcessResult",
+    "SharedHold",
     "Timings",
     "Usage",
     "charge",
+    "exact_charge",
     "load_model_classes",
     "parse_model_classes",
 ]

@@ -2,6 +2,10 @@
 
 Pools and models change rarely, so both lists are fetched together and cached for `ttl_s` (one fetch
 shared by concurrent requests), instead of costing two extra calls per request.
+
+Pool segregation: HostedAI lists (`GET /v1/pools`) only the pools the key's customer tier may use, so a
+pool serving the model that the list leaves out is never tried — a provider that lists every model's
+pools in `/v1/models` regardless of tier is still kept to the tier's pools.
 """
 
 from __future__ import annotations
@@ -56,10 +60,12 @@ class PoolCatalogue:
         """The pools to try for `model`: `preferred` first when it serves the model, then the others
         serving it, cheapest first (ties by pool id, so the order is deterministic).
 
-        Never empty: a model the catalogue does not list (or lists on no pool) gets only `preferred`, so
-        HostedAI gives the real answer (404 or 422) rather than the orchestrator guessing."""
+        Never empty: a model the catalogue does not list (or lists on no pool the tier may use) gets only
+        `preferred`, so HostedAI gives the real answer (404, 403 `pool_not_permitted` or 422) rather than
+        the orchestrator guessing."""
         snapshot = await self._current()
-        serving = snapshot.serving.get(model)
+        # Only pools HostedAI lists for this key: the others belong to other customer tiers.
+        serving = [pool for pool in snapshot.serving.get(model, ()) if pool in snapshot.prices]
         if not serving:
             return [self._choice(snapshot, preferred)]
         others = sorted(
@@ -73,8 +79,8 @@ class PoolCatalogue:
     def _choice(snapshot: _Snapshot, pool_id: str) -> PoolChoice:
         price = snapshot.prices.get(pool_id)
         if price is None:
-            # Only a pool HostedAI does not list lands here; its allocate will fail, but if it does
-            # not, the request is still served, just accounted at no cost.
+            # Only a pool HostedAI does not list lands here (unknown, or another tier's); its allocate
+            # will fail, but if it does not, the request is still served, just accounted at no cost.
             log.warning("pool %s is not in HostedAI's pool list; its price is unknown", pool_id)
         return PoolChoice(pool_id, price or 0.0)
 

@@ -3,20 +3,24 @@
 classify (local) → requirements of the class → allocate on a pool → inference → release → account.
 
 - Pool choice: the connector config's pool first, then, when a pool answers `capacity_exhausted`, the
-  next pool serving the model, cheapest first (`PoolCatalogue`).
+  next pool serving the model, cheapest first (`PoolCatalogue`) — only pools HostedAI lists for the
+  key's customer tier; a `pool_not_permitted` (a tier changed since the catalogue was read) moves on too.
 - The allocation is always released (the connector's `allocation()` context manager), whatever happens
   to the inference, and carries a lease (`ttl_seconds`) so HostedAI reclaims it even if the release
   itself cannot be sent.
 - Circuit open (before the request, or at any step of it): a marked fallback answer, not an error.
   Every other `HostedAiError` propagates, typed, for the caller to map.
+- Batching (`BatchPolicy`, off by default): requests of a batched class arriving together share one
+  allocation, each with its own inference on it, each charged its exact share (batching.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from harness.connector import (
@@ -27,14 +31,16 @@ from harness.connector import (
     HostedAiConnector,
     InferenceRequest,
     InferenceResponse,
+    PoolNotPermitted,
     RequestTimeout,
 )
-from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
+from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, ExactCost, charge, exact_charge
+from harness.orchestrator.batching import Batch, Batcher, BatchPolicy, Grant, Schedule, SharedHold
 from harness.orchestrator.catalogue import PoolCatalogue, PoolChoice
 from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier
 from harness.orchestrator.fallback import circuit_open_result
 from harness.orchestrator.requirements import ModelClass, ModelClasses
-from harness.orchestrator.result import ProcessResult, Timings, Usage
+from harness.orchestrator.result import BatchInfo, ProcessResult, Timings, Usage
 
 log = logging.getLogger("harness.orchestrator")
 
@@ -42,6 +48,10 @@ DEFAULT_TENANT = "default"
 # Labels on every allocation, so HostedAI's own usage report can be split by tenant and class.
 TENANT_LABEL = "harpoon_tenant"
 CLASS_LABEL = "harpoon_class"
+BATCH_LABEL = "harpoon_batch"
+"""On a shared allocation: how many requests share it."""
+MIXED_TENANTS = "*"
+"""The tenant label of an allocation shared by several tenants' requests (Harpoon's ledger splits it)."""
 
 
 @dataclass(slots=True)
@@ -65,13 +75,17 @@ class Orchestrator:
         default_tenant: str = DEFAULT_TENANT,
         lease_ttl_s: int | None = 300,
         request_budget_s: float | None = None,
+        batching: BatchPolicy | None = None,
+        batch_schedule: Schedule | None = None,
     ) -> None:
         """`clock` measures how long allocations are held (injectable so tests pin the cost).
         `lease_ttl_s`: HostedAI expires an allocation idle this long, the backstop for a release that
         could not be sent (None: no lease).
         `request_budget_s`: the most one `process()` may take, fail-overs included (default: the
         connector's allocation + inference timeouts + one call timeout for the release); past it the
-        request ends with RequestTimeout and its allocation is released."""
+        request ends with RequestTimeout and its allocation is released.
+        `batching`: which requests share allocations (None or not `enabled`: none); `batch_schedule`
+        runs a batch's wait timer (default: the event loop's; tests fire it by hand)."""
         if lease_ttl_s is not None and lease_ttl_s < 1:
             raise ValueError("lease_ttl_s must be at least 1 second, or None")
         self._connector = connector
@@ -86,6 +100,13 @@ class Orchestrator:
         self._budget_s = request_budget_s or (
             hosted.allocation_timeout_secs + hosted.inference_timeout_secs + hosted.timeout_secs
         )
+        self._batcher = (
+            Batcher(batching, self._batch_closed, schedule=batch_schedule)
+            if batching is not None and batching.enabled
+            else None
+        )
+        self._holding: set[asyncio.Task[None]] = set()
+        """The tasks that hold batches' allocations."""
 
     def costs(self, tenant: str | None = None) -> CostTotals:
         """A tenant's totals (the default tenant's without one)."""
@@ -114,62 +135,71 @@ class Orchestrator:
     async def _serve(
         self, text: str, tenant: str, classification: Classification, model_class: ModelClass, spent: _Spent
     ) -> ProcessResult:
-        choices = await self._catalogue.candidates(model_class.model, self._connector.config.pool)
-        exhausted: CapacityExhausted | None = None
-        for index, choice in enumerate(choices):
-            # Fail over at once while another pool is left; wait out Retry-After only on the last one.
-            last = index == len(choices) - 1
-            try:
-                return await self._run_on(choice, text, tenant, classification, model_class, spent, wait=last)
-            except CapacityExhausted as exc:
-                if spent.allocation is not None:
-                    raise  # the inference said so, not the allocate: another pool would not help
-                log.info("pool %s has no capacity for %s; trying the next pool", choice.pool_id, model_class.model)
-                exhausted = exc
-        assert exhausted is not None  # `candidates` is never empty, so the loop ran
-        raise exhausted
-
-    async def _run_on(
-        self,
-        choice: PoolChoice,
-        text: str,
-        tenant: str,
-        classification: Classification,
-        model_class: ModelClass,
-        spent: _Spent,
-        *,
-        wait: bool,
-    ) -> ProcessResult:
+        if self._batcher is not None and self._batcher.takes(classification.label):
+            return await self._serve_batched(text, tenant, classification, model_class, spent)
         response: InferenceResponse | None = None
         held_since = 0.0
+        choice: PoolChoice | None = None
+        labels = {TENANT_LABEL: tenant, CLASS_LABEL: classification.label}
         try:
-            async with self._connector.allocation(
-                model_class.requirements(),
-                pool=choice.pool_id,
-                ttl_seconds=self._lease_ttl_s,
-                labels={TENANT_LABEL: tenant, CLASS_LABEL: classification.label},
-                retry_capacity_exhausted=wait,
-            ) as allocation:
+            async with self._allocation(model_class, labels) as (allocation, choice):
                 spent.allocation = allocation
                 held_since = self._clock()
-                response = await self._connector.inference(
-                    allocation.allocation_id,
-                    InferenceRequest(
-                        prompt=text,
-                        temperature=model_class.temperature,
-                        max_tokens=model_class.max_tokens,
-                        model=model_class.model,
-                    ),
-                )
+                response = await self._infer(allocation, text, model_class)
         finally:
             # Billed whether or not the inference succeeded: the GPU was held until the release.
-            if spent.allocation is not None:
+            if spent.allocation is not None and choice is not None:
                 spent.cost = self._account(tenant, spent.allocation, choice, held_since, response)
         if spent.allocation is None or response is None or spent.cost is None:
             # Unreachable: the block either ran the inference or raised. Spelled out because a context
             # manager may swallow exceptions, so the type checker cannot know.
             raise RuntimeError("the allocation block ended without an inference")
         return _result(classification, tenant, spent.allocation, response, spent.cost)
+
+    @contextlib.asynccontextmanager
+    async def _allocation(
+        self, model_class: ModelClass, labels: dict[str, str]
+    ) -> AsyncIterator[tuple[Allocation, PoolChoice]]:
+        """An allocation for the class (always released), failing over between pools: the next one at
+        once while another is left, waiting out Retry-After only on the last one."""
+        choices = await self._catalogue.candidates(model_class.model, self._connector.config.pool)
+        refused: CapacityExhausted | PoolNotPermitted | None = None
+        async with contextlib.AsyncExitStack() as stack:
+            for index, choice in enumerate(choices):
+                try:
+                    allocation = await stack.enter_async_context(
+                        self._connector.allocation(
+                            model_class.requirements(),
+                            pool=choice.pool_id,
+                            ttl_seconds=self._lease_ttl_s,
+                            labels=labels,
+                            retry_capacity_exhausted=index == len(choices) - 1,
+                        )
+                    )
+                except (CapacityExhausted, PoolNotPermitted) as exc:
+                    refused = _more_telling(refused, exc)
+                    if isinstance(exc, PoolNotPermitted):
+                        self._catalogue.invalidate()  # the tier's pools changed: read them again next time
+                    log.info(
+                        "pool %s refused %s (%s); trying the next pool", choice.pool_id, model_class.model, exc.code
+                    )
+                    continue
+                # An error of the inference comes out here, past the fail-over: another pool would not help.
+                yield allocation, choice
+                return
+        assert refused is not None  # `candidates` is never empty, so the loop ran
+        raise refused
+
+    async def _infer(self, allocation: Allocation, text: str, model_class: ModelClass) -> InferenceResponse:
+        return await self._connector.inference(
+            allocation.allocation_id,
+            InferenceRequest(
+                prompt=text,
+                temperature=model_class.temperature,
+                max_tokens=model_class.max_tokens,
+                model=model_class.model,
+            ),
+        )
 
     def _account(
         self,
@@ -185,13 +215,87 @@ class Orchestrator:
             held_seconds=self._clock() - held_since,
             price_per_tflops_hour=choice.price_per_tflops_hour,
         )
-        self.ledger.record(
-            tenant,
-            cost,
-            prompt_tokens=response.usage.prompt_tokens if response else 0,
-            completion_tokens=response.usage.completion_tokens if response else 0,
-        )
+        self.ledger.record(tenant, cost, **_tokens(response))
+        self.ledger.record_allocation(cost)
         return cost
+
+    # ---- batching ----------------------------------------------------------------------------------
+
+    async def _serve_batched(
+        self, text: str, tenant: str, classification: Classification, model_class: ModelClass, spent: _Spent
+    ) -> ProcessResult:
+        """Wait for the batch of this class to close, then infer on its shared allocation."""
+        assert self._batcher is not None
+        joined = self._clock()
+        batch = await self._batcher.join(classification.label, tenant)
+        waited_s = max(0.0, self._clock() - joined)
+        try:
+            grant = await asyncio.shield(batch.grant)
+        except asyncio.CancelledError:
+            if batch.grant.done() and not batch.grant.cancelled() and batch.grant.exception() is None:
+                # Granted as this request was cancelled: it is counted on the allocation, so it pays its share.
+                await self._leave(batch, batch.grant.result(), tenant, None)
+            else:
+                batch.withdraw(tenant)
+            raise
+        spent.allocation = grant.allocation
+        response: InferenceResponse | None = None
+        try:
+            response = await self._infer(grant.allocation, text, model_class)
+        finally:
+            spent.cost = await self._leave(batch, grant, tenant, response)
+        info = BatchInfo(size=grant.members, wait_ms=waited_s * 1000)
+        return _result(classification, tenant, grant.allocation, response, spent.cost, batch=info)
+
+    async def _leave(self, batch: Batch, grant: Grant, tenant: str, response: InferenceResponse | None) -> Cost:
+        """A request is done with the shared allocation: charge it its share (exactly, in the ledger)."""
+        seconds = await batch.leave(grant.hold, self._clock)
+        exact = exact_charge(
+            tflops=grant.allocation.tflops,
+            vram_mb=grant.allocation.vram_mb,
+            held_seconds=seconds,
+            price_per_tflops_hour=grant.choice.price_per_tflops_hour,
+        )
+        self.ledger.record(tenant, exact, shared_by=grant.members, **_tokens(response))
+        if grant.hold.present == 0:  # the last one out: the allocation's whole hold is known
+            self.ledger.record_allocation(self._whole(grant))
+        return exact.rounded()
+
+    @staticmethod
+    def _whole(grant: Grant) -> ExactCost:
+        return exact_charge(
+            tflops=grant.allocation.tflops,
+            vram_mb=grant.allocation.vram_mb,
+            held_seconds=grant.hold.held,
+            price_per_tflops_hour=grant.choice.price_per_tflops_hour,
+        )
+
+    def _batch_closed(self, batch: Batch) -> None:
+        task = asyncio.ensure_future(self._hold_for(batch))
+        self._holding.add(task)
+        task.add_done_callback(self._holding.discard)
+
+    async def _hold_for(self, batch: Batch) -> None:
+        """Allocate for a closed batch, keep the allocation while its requests use it, release it."""
+        model_class = self._classes.for_label(batch.label)
+        tenants = set(batch.tenants)
+        labels = {
+            # One tenant's batch is attributed on HostedAI's side too; a mixed one only in Harpoon's ledger.
+            TENANT_LABEL: tenants.pop() if len(tenants) == 1 else MIXED_TENANTS,
+            CLASS_LABEL: batch.label,
+            BATCH_LABEL: str(batch.size),
+        }
+        try:
+            async with self._allocation(model_class, labels) as (allocation, choice):
+                batch.start(Grant(allocation, choice, SharedHold(self._clock(), batch.size), batch.size))
+                await batch.all_left.wait()
+        except asyncio.CancelledError:
+            batch.grant.cancel()
+            raise
+        except Exception as exc:
+            batch.fail(exc)
+        finally:
+            batch.released.set()
 
     def _fallback(
         self,
@@ -212,8 +316,28 @@ class Orchestrator:
         )
 
 
+def _more_telling(
+    earlier: CapacityExhausted | PoolNotPermitted | None, latest: CapacityExhausted | PoolNotPermitted
+) -> CapacityExhausted | PoolNotPermitted:
+    """The refusal to raise when every pool refused: no capacity (retry later) over another tier's pool."""
+    return earlier if isinstance(earlier, CapacityExhausted) else latest
+
+
+def _tokens(response: InferenceResponse | None) -> dict[str, int]:
+    return {
+        "prompt_tokens": response.usage.prompt_tokens if response else 0,
+        "completion_tokens": response.usage.completion_tokens if response else 0,
+    }
+
+
 def _result(
-    classification: Classification, tenant: str, allocation: Allocation, response: InferenceResponse, cost: Cost
+    classification: Classification,
+    tenant: str,
+    allocation: Allocation,
+    response: InferenceResponse,
+    cost: Cost,
+    *,
+    batch: BatchInfo | None = None,
 ) -> ProcessResult:
     return ProcessResult(
         output=response.output,
@@ -235,4 +359,5 @@ def _result(
             total_ms=response.timings.total_ms,
         ),
         tenant=tenant,
+        batch=batch,
     )

@@ -31,6 +31,15 @@ class Timings(_Payload):
     total_ms: float
 
 
+class BatchInfo(_Payload):
+    """How the request was batched: it shared its allocation with `size - 1` others."""
+
+    size: int
+    """The requests on the shared allocation, this one included."""
+    wait_ms: float
+    """How long the request waited for its batch to close: the latency batching added before allocating."""
+
+
 class ProcessResult(_Payload):
     output: str
     fallback: bool
@@ -46,3 +55,5 @@ class ProcessResult(_Payload):
     cost: Cost
     timings: Timings | None
     tenant: str
+    batch: BatchInfo | None = None
+    """Set when the request was batched (harness/orchestrator/batching.py)."""

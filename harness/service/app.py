@@ -31,7 +31,7 @@ def _hosted_ai(injected: HostedAiConnector | None) -> Callable[[web.Application]
         config = app[CONFIG]
         connector = injected or HostedAiConnector(config.hosted_ai, metrics=ConnectorMetrics(app[REGISTRY]))
         app[CONNECTOR] = connector
-        app[ORCHESTRATOR] = Orchestrator(connector, config.classes)
+        app[ORCHESTRATOR] = Orchestrator(connector, config.classes, batching=config.batching)
         try:
             yield
         finally:

@@ -4,6 +4,7 @@
     service: {host, port}     where to listen (default 127.0.0.1:8080)
     models: models.yaml       the request classes (harness.orchestrator.requirements), relative to this file;
                               optional: without it, the integration guide's table shipped in the package
+    batching: {...}           optional: small requests share allocations (harness.orchestrator.BatchPolicy)
 
 Every error is a `ServiceConfigError` of one line naming the file and the key.
 """
@@ -16,11 +17,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.connector import ConnectorConfigError, HostedAiConfig, parse_connector_config
-from harness.orchestrator import ModelClasses, ModelsConfigError, load_model_classes
+from harness.orchestrator import BatchPolicy, ModelClasses, ModelsConfigError, load_model_classes
 from harness.resources import MODELS_FILE
 from harness.yamlfile import first_problem, read_yaml
 
-_KEYS = ("hosted_ai", "service", "models")
+_KEYS = ("hosted_ai", "service", "models", "batching")
 
 
 class ServiceConfigError(Exception):
@@ -44,6 +45,7 @@ class HarpoonConfig(BaseModel):
     hosted_ai: HostedAiConfig
     service: ServiceSettings = ServiceSettings()
     classes: ModelClasses
+    batching: BatchPolicy = BatchPolicy()
 
     def with_listen(self, host: str | None, port: int | None) -> HarpoonConfig:
         """The same config listening elsewhere (the CLI's --host and --port); None keeps the value."""
@@ -81,7 +83,11 @@ def parse_service_config(data: Any, source: str = "config", base_dir: Path | Non
         classes = load_model_classes(path)
     except ModelsConfigError as exc:
         raise ServiceConfigError(str(exc)) from None
-    return HarpoonConfig(hosted_ai=hosted_ai, service=service, classes=classes)
+    try:
+        batching = BatchPolicy.model_validate(data.get("batching") or {})
+    except ValidationError as exc:
+        raise ServiceConfigError(f"{source}: {first_problem(exc, 'batching')}") from None
+    return HarpoonConfig(hosted_ai=hosted_ai, service=service, classes=classes, batching=batching)
 
 
 def load_service_config(path: str | Path) -> HarpoonConfig:

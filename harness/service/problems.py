@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from harness.connector import (
+    ApiError,
     CircuitOpen,
     GatewayTimeout,
     HostedAiError,
@@ -102,16 +103,19 @@ def from_upstream(error: HostedAiError) -> Problem:
 
     503 `upstream_unavailable`: HostedAI said "not now" (unavailable, no capacity in any pool, rate
     limited), with its Retry-After passed on. 504 `upstream_timeout`: nobody answered in time.
-    502 `upstream_error`: anything else, a broken answer or an error Harpoon cannot recover from."""
+    502 `upstream_error`: anything else, a broken answer or an error Harpoon cannot recover from (such as
+    `pool_not_permitted`: no pool of Harpoon's HostedAI tier serves the model). Whenever HostedAI named
+    its problem, `upstream_code` carries its `code`."""
     detail = str(error)
+    upstream = {"upstream_code": error.code} if isinstance(error, ApiError) else {}
     if isinstance(error, Unavailable | RateLimited):
         extra = _retry_after(error.retry_after)
         headers = {"Retry-After": str(extra["retry_after"])} if extra else {}
-        return Problem("upstream_unavailable", detail, extra=extra, headers=headers)
+        return Problem("upstream_unavailable", detail, extra={**extra, **upstream}, headers=headers)
     if isinstance(error, CircuitOpen):
         # The orchestrator answers a fallback instead; kept so the mapping is total.
         extra = _retry_after(error.retry_in_s)
         return Problem("upstream_unavailable", detail, extra=extra, headers={"Retry-After": str(extra["retry_after"])})
     if isinstance(error, RequestTimeout | GatewayTimeout):
-        return Problem("upstream_timeout", detail)
-    return Problem("upstream_error", detail)
+        return Problem("upstream_timeout", detail, extra=upstream)
+    return Problem("upstream_error", detail, extra=upstream)

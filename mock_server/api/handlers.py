@@ -152,16 +152,18 @@ async def create_inference(request: web.Request, call: Call) -> web.StreamRespon
 
 
 async def list_pools(request: web.Request, call: Call) -> web.StreamResponse:
-    return json_response({"pools": [render.pool(p) for p in _state(request).sim.pool_stats()]})
+    pools = _state(request).sim.pool_stats(tenant_id=call.tenant_id)
+    return json_response({"pools": [render.pool(p) for p in pools]})
 
 
 async def get_pool(request: web.Request, call: Call) -> web.StreamResponse:
-    (pool,) = _state(request).sim.pool_stats(call.path["pool_id"])
+    (pool,) = _state(request).sim.pool_stats(call.path["pool_id"], tenant_id=call.tenant_id)
     return json_response(render.pool(pool))
 
 
 async def list_models(request: web.Request, call: Call) -> web.StreamResponse:
-    models = _state(request).sim.models
+    sim = _state(request).sim
+    models, usable = sim.models, sim.pools_of(call.tenant_id)
     return json_response(
         {
             "models": [
@@ -171,7 +173,8 @@ async def list_models(request: web.Request, call: Call) -> web.StreamResponse:
                     "tflops": m.tflops,
                     "max_tokens": m.max_tokens,
                     "context_tokens": m.context_tokens,
-                    "pools": list(m.pools),
+                    # Pool segregation: only the pools the tenant's tier may use.
+                    "pools": [p for p in m.pools if p in usable],
                 }
                 for name, m in models.items()
             ]

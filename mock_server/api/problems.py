@@ -23,6 +23,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "Invalid request"),
     "unauthorized": (401, "Unauthorized"),
     "quota_exceeded": (403, "Quota exceeded"),
+    "pool_not_permitted": (403, "Pool not permitted"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
     "allocation_not_active": (409, "Allocation not active"),

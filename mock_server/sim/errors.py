@@ -51,6 +51,12 @@ class QuotaExceeded(SimError):
     code = "quota_exceeded"
 
 
+class PoolNotPermitted(SimError):
+    """The pool exists but does not serve the tenant's tier (pool segregation)."""
+
+    code = "pool_not_permitted"
+
+
 class _RetryLater(SimError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)

@@ -29,6 +29,7 @@ from mock_server.sim.errors import (
     InvalidInput,
     NotFound,
     NotReady,
+    PoolNotPermitted,
     QuotaExceeded,
     RateLimited,
     Unavailable,
@@ -169,6 +170,11 @@ class Simulator:
         self._by_tenant: dict[str, dict[str, Allocation]] = defaultdict(dict)
         self._tenant_usage: dict[str, _TenantUsage] = defaultdict(_TenantUsage)
         self._tenant_of_key = {k: t for t, tc in self.config.tenants.items() for k in tc.api_keys}
+        # Pool segregation: the pools each tenant's tier may use (a pool without `tiers` serves every tier).
+        self._tenant_pools = {
+            t: frozenset(p.id for p in self.config.pools if p.tiers is None or tc.tier in p.tiers)
+            for t, tc in self.config.tenants.items()
+        }
         self._buckets: dict[str, TokenBucket] = {}
         self._leases: list[tuple[float, int, Allocation]] = []
         # Ended allocations by end time (a heap: a lease may end in the past of the last release).
@@ -227,6 +233,25 @@ class Simulator:
     def tenant_for_key(self, api_key: str) -> str | None:
         return self._tenant_of_key.get(api_key)
 
+    def pools_of(self, tenant_id: str) -> frozenset[str]:
+        """The pools the tenant's tier may use."""
+        return self._tenant_pools[tenant_id]
+
+    def _pool(self, pool_id: str) -> Pool:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            raise NotFound(f"No pool {pool_id}.")
+        return pool
+
+    def _pool_for(self, tenant_id: str, pool_id: str) -> Pool:
+        """The pool, if it exists (NotFound) and serves the tenant's tier (PoolNotPermitted)."""
+        pool = self._pool(pool_id)
+        if pool_id not in self._tenant_pools[tenant_id]:
+            tier = self.config.tenants[tenant_id].tier
+            serves = ", ".join(pool.config.tiers or ())
+            raise PoolNotPermitted(f"Pool {pool_id} serves the tiers {serves}; tenant {tenant_id} is {tier}.")
+        return pool
+
     def take_rate_token(self, tenant_id: str) -> None:
         """Charge one request to the tenant's rate limit; raises RateLimited when it is spent."""
         limit = self.config.tenants[tenant_id].rate_limit
@@ -261,9 +286,7 @@ class Simulator:
             if first is not None:
                 return AllocateResult(allocation=first, replayed=True, provision_s=0.0)
 
-        pool = self.pools.get(spec.pool_id)
-        if pool is None:
-            raise NotFound(f"No pool {spec.pool_id}.")
+        pool = self._pool_for(tenant_id, spec.pool_id)
         model = self.models.get(spec.model)
         if model is None:
             raise NotFound(f"No model {spec.model}.")
@@ -640,12 +663,15 @@ class Simulator:
 
     # ---- read-only views ---------------------------------------------------------------------------
 
-    def pool_stats(self, pool_id: str | None = None) -> list[PoolStats]:
+    def pool_stats(self, pool_id: str | None = None, *, tenant_id: str | None = None) -> list[PoolStats]:
+        """Every pool, or one; with `tenant_id`, only those the tenant's tier may use (asking for another
+        by id raises PoolNotPermitted)."""
         self.tick()
-        if pool_id is not None and pool_id not in self.pools:
-            raise NotFound(f"No pool {pool_id}.")
-        pools = [self.pools[pool_id]] if pool_id is not None else list(self.pools.values())
-        return [self._stats(p.config, p.gpus) for p in pools]
+        if pool_id is not None:
+            pool = self._pool_for(tenant_id, pool_id) if tenant_id is not None else self._pool(pool_id)
+            return [self._stats(pool.config, pool.gpus)]
+        allowed = self._tenant_pools[tenant_id] if tenant_id is not None else self.pools.keys()
+        return [self._stats(p.config, p.gpus) for p in self.pools.values() if p.pool_id in allowed]
 
     @staticmethod
     def _stats(pc: PoolConfig, gpus: list[Gpu]) -> PoolStats:

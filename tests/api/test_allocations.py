@@ -135,8 +135,9 @@ async def test_idempotency_key_with_another_body_is_409(client: aiohttp.ClientSe
 
 async def test_idempotency_keys_are_per_tenant(client: aiohttp.ClientSession, team_b: aiohttp.ClientSession) -> None:
     headers = {"Idempotency-Key": "shared"}
-    mine = await allocate(client, ALLOCATE_QWEN, headers=headers)
-    theirs = await allocate(team_b, ALLOCATE_QWEN, headers=headers)
+    both_tiers = {**ALLOCATE_QWEN, "pool_id": "gpu-pool-2"}  # team-b's tier may not use gpu-pool-1
+    mine = await allocate(client, both_tiers, headers=headers)
+    theirs = await allocate(team_b, both_tiers, headers=headers)
     assert mine["allocation_id"] != theirs["allocation_id"]
 
 

@@ -353,6 +353,7 @@ def test_the_compose_config_is_the_shipped_one_but_for_where_hostedai_and_harpoo
     assert {**shipped["hosted_ai"], "base_url": "${HOSTED_AI_BASE_URL}"} == compose["hosted_ai"]
     assert {**shipped["service"], "host": "0.0.0.0"} == compose["service"]
     assert shipped["models"] == compose["models"]
+    assert shipped["batching"] == compose["batching"]
 
 
 # ---- deploy/k8s -------------------------------------------------------------------------------------

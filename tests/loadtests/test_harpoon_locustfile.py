@@ -1,5 +1,6 @@
 """`HarpoonUser` run by locust against `harpoon-service` in front of the mock: both request classes are
-served (no fallback), HostedAI's timings show as SIM rows, and the service leaves nothing allocated."""
+served (no fallback), HostedAI's timings and the service's batching show as SIM rows, and the service
+leaves nothing allocated."""
 
 from __future__ import annotations
 
@@ -27,5 +28,11 @@ def test_harpoon_user_is_served_by_the_service(harpoon_service: str, hostedai_mo
     assert counts[("POST", "/v2/process (simple)")][0] > 0
     assert ("POST", "/v1/allocate") not in counts
     assert counts[("SIM", "ttft_ms")][0] > 0
+    # Request batching, reported: one allocation share per served request, summed up at the end.
+    assert counts[("SIM", "allocations_per_request")][0] == sum(
+        n for (kind, name), (n, _) in counts.items() if kind == "POST" and name.startswith("/v2/process")
+    )
+    assert "Harpoon batching: " in run.stdout
+    assert " allocations per request (" in run.stdout
     assert all(failures == 0 for _, failures in counts.values())
     assert leaks(hostedai_mock) == []

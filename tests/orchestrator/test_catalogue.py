@@ -61,6 +61,17 @@ async def test_only_pools_serving_the_model() -> None:
     assert [c.pool_id for c in await catalogue.candidates("llama-9000", preferred="bronze")] == ["bronze"]
 
 
+async def test_pools_the_list_leaves_out_belong_to_another_tier_and_are_never_tried() -> None:
+    # /v1/pools lists only the key's tier's pools; /v1/models may still name the others.
+    source = StubSource([_pool("silver", 0.004), _pool("tin", 0.004)], {"gemma-270m": ["gold", "silver", "tin"]})
+    catalogue = PoolCatalogue(source)
+    assert [c.pool_id for c in await catalogue.candidates("gemma-270m", preferred="gold")] == ["silver", "tin"]
+    # No pool of the tier serves it: the preferred pool alone, so HostedAI answers pool_not_permitted itself.
+    source.serving = {"qwen-30b": ["gold"]}
+    catalogue.invalidate()
+    assert [c.pool_id for c in await catalogue.candidates("qwen-30b", preferred="gold")] == ["gold"]
+
+
 async def test_the_catalogue_is_cached_for_its_ttl() -> None:
     source = StubSource(SOURCE_POOLS, {"gemma-270m": ["gold"]})
     clock = FakeClock()

@@ -25,6 +25,20 @@ def test_default_config_has_the_documented_pools_models_and_tenants() -> None:
     assert config.tenants["team-b"].api_keys == ["team-b-key"]
     assert config.server.admin_token == "dev-admin"
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8000)
+    # Pool segregation: dev (enterprise) may use both pools, team-b (standard) only the cheaper one.
+    assert (config.tenants["dev"].tier, config.tenants["team-b"].tier) == ("enterprise", "standard")
+    assert (pools["gpu-pool-1"].tiers, pools["gpu-pool-2"].tiers) == (["enterprise"], ["enterprise", "standard"])
+
+
+def test_without_tiers_every_tenant_may_use_every_pool() -> None:
+    data = _data()
+    for pool in data["pools"]:
+        pool.pop("tiers")
+    for tenant in data["tenants"].values():
+        tenant.pop("tier")
+    config = parse_config(data)
+    assert {t.tier for t in config.tenants.values()} == {"standard"}
+    assert all(p.tiers is None for p in config.pools)
 
 
 def _data() -> dict:  # type: ignore[type-arg]
@@ -40,6 +54,8 @@ def _data() -> dict:  # type: ignore[type-arg]
         (lambda d: d["models"]["qwen-30b"].update(pools=["nope"]), "models.qwen-30b.pools names unknown pool 'nope'"),
         (lambda d: d["tenants"]["team-b"].update(api_keys=["dev-key"]), "is also a key of tenant 'dev'"),
         (lambda d: d.update(tenants={}), "config key tenants:"),
+        (lambda d: d["tenants"]["dev"].update(tier="gold"), "tenants.dev.tier 'gold' is served by no pool"),
+        (lambda d: d["pools"][0].update(tiers=["no spaces"]), "config key pools.0.tiers.0: String should match"),
     ],
 )
 def test_invalid_config_is_one_line_naming_the_key(mutate: object, message: str) -> None:

@@ -33,6 +33,8 @@ def test_the_shipped_config_is_the_guides_shape() -> None:
     assert config.classes.for_label("complex").requirements() == Requirements(
         model="qwen-30b", tflops=30, vram_mb=20480, max_tokens=1024
     )
+    # Request batching: simple requests share allocations, 8 at most, waiting 25 ms at most.
+    assert config.batching.model_dump() == {"enabled": True, "max_size": 8, "max_wait_ms": 25, "classes": ["simple"]}
 
 
 def test_the_api_key_variable_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,6 +60,8 @@ def _config_with(tmp_path: Path, **changes: object) -> Path:
         ({"hosted_ai": {"base_url": "ftp://x", "api_key": "k"}}, "hosted_ai.base_url: Value error"),
         ({"models": "nowhere.yaml"}, "nowhere.yaml: cannot read the models file"),
         ({"workers": 4}, "unknown key workers"),
+        ({"batching": {"max_size": 0}}, "batching.max_size: Input should be greater than or equal to 1"),
+        ({"batching": {"classes": ["tiny"]}}, "batching.classes.0: Input should be 'simple' or 'complex'"),
     ],
 )
 def test_bad_configs_exit_2_with_one_line(

@@ -5,8 +5,9 @@ Two parts, on any target (a mock the run owns, or a live HostedAI by URL):
 1. **Behaviour probes** (`probes.py`, judged in `judges.py`): what a schema cannot express — capacity
    given back on release, release idempotent, use after release refused, `Location` and `X-Request-Id`,
    problem+json with the documented codes, `Retry-After` on 429/503, `Idempotency-Key` honoured, list
-   filters and pagination, tenant isolation, streams that end with `done`, usage that matches what was
-   generated and totals that add up, edge-value numbers.
+   filters and pagination, tenant isolation, pool segregation by customer tier (another tier's pool is
+   403 `pool_not_permitted`), streams that end with `done`, usage that matches what was generated and
+   totals that add up, edge-value numbers.
 2. **schemathesis** (`schemathesis_run.py`), every check and phase, through a loopback proxy
    (`proxy.py`) that keeps a live run's allocations within `--max-allocations`, releases every one,
    waits out 429s and counts what each operation was answered.

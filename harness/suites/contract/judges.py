@@ -30,6 +30,7 @@ MAX_TOKENS = "contract: max_tokens honoured"
 USAGE = "contract: usage matches what was generated"
 TOTALS = "contract: usage totals equal the sum of records"
 EDGE_NUMBERS = "contract: edge-value numbers"
+TIERS = "contract: pool segregation by tier"
 
 # label of the error probe -> (status, code) the contract documents for it
 EXPECTED_ERRORS = {
@@ -419,6 +420,26 @@ def isolation(evidence: Evidence) -> CheckResult:
     )
 
 
+def tiers(evidence: Evidence) -> CheckResult:
+    """Another customer tier's pool, asked for with the second tenant's key: allocating there and
+    reading it are 403 `pool_not_permitted` (the pool was left out of that tenant's list)."""
+    if "tiers" in evidence.not_gathered:
+        return _skipped(TIERS, evidence.not_gathered["tiers"])
+    problems: list[tuple[str, Exchange | None]] = []
+    for label, what in (("tier:foreign_allocate", "allocate"), ("tier:foreign_get_pool", "GET")):
+        exchange = evidence.get(label)
+        if exchange is None:
+            problems.append((f"another tier's {what}: the probe did not run", None))
+        else:
+            problems += _problem_shape(exchange, 403, "pool_not_permitted", f"another tier's {what}")
+    return _verdict(
+        TIERS,
+        evidence,
+        problems,
+        "a pool outside the second tenant's tier is refused to it (403 pool_not_permitted), on allocate and on GET",
+    )
+
+
 def stream(evidence: Evidence) -> CheckResult:
     if (skip := _no_allocations(STREAM, evidence)) is not None:
         return skip
@@ -598,6 +619,7 @@ JUDGES: tuple[Callable[[Evidence], CheckResult], ...] = (
     use_after_release,
     lists,
     isolation,
+    tiers,
     stream,
     max_tokens,
     usage_matches,

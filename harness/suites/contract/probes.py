@@ -3,7 +3,8 @@
 A schema says what an answer may look like; it cannot say that a release gives capacity back, that a
 second release is still a 204, that a list's pages hold every allocation once, or that the usage bill
 adds up. These probes ask exactly that, on any target, within the run's allocation budget (at most
-`ALLOCATIONS` + 2, every one released here or by the label sweep), and record every exchange. The
+`ALLOCATIONS` + 2, every one released here or by the label sweep, plus one released at once should a
+server let the second tenant allocate in another tier's pool), and record every exchange. The
 judging is `judges.py`: pure functions over the `Evidence` gathered here.
 
 Each request carries its own `X-Request-Id` (some deliberately none) and a label; the curl command of
@@ -226,9 +227,12 @@ async def gather(
     run = uuid.uuid4().hex[:16]
     if target.second_api_key is None:
         evidence.not_gathered["isolation"] = "the target has no second tenant's key (--second-api-key-env)"
+        evidence.not_gathered["tiers"] = evidence.not_gathered["isolation"]
     try:
         await _errors(prober, shape)
         await _burst(prober)
+        if target.second_api_key is not None:
+            await _tiers(prober, target.second_api_key, run)
         if budget < ALLOCATIONS + (2 if idempotency_key else 0):
             reason = f"the probes need {ALLOCATIONS + 2} allocations and the budget (--max-allocations) is {budget}"
             evidence.not_gathered["allocations"] = reason
@@ -375,6 +379,41 @@ async def _listings(prober: Prober, run: str) -> None:
     await prober.send("list:active", "GET", f"/v1/allocate?label={label}&state=active&limit=100")
     await prober.send("list:released", "GET", f"/v1/allocate?label={label}&state=released&limit=100")
     await prober.send("list:two_labels", "GET", f"/v1/allocate?label={label}&label=probe=a&limit=100")
+
+
+def _pool_ids(exchange: Exchange) -> set[str]:
+    body = exchange.json
+    pools = body.get("pools") if isinstance(body, dict) else None
+    return {p["pool_id"] for p in pools or [] if isinstance(p, dict) and isinstance(p.get("pool_id"), str)}
+
+
+async def _tiers(prober: Prober, second_key: str, run: str) -> None:
+    """Pool segregation: the second tenant asks for a pool only our key lists (another customer tier's).
+    Nothing should be allocated; if something is, it is released on the spot with that tenant's key."""
+    other = {"key": second_key, "key_env": "SECOND_API_KEY"}
+    ours = _pool_ids(await prober.send("tier:pools", "GET", "/v1/pools"))
+    theirs = _pool_ids(await prober.send("tier:foreign_pools", "GET", "/v1/pools", **other))  # type: ignore[arg-type]
+    models = (await prober.send("tier:models", "GET", "/v1/models")).json
+    outside = sorted(ours - theirs)
+    served = [
+        m
+        for m in (models.get("models") or [] if isinstance(models, dict) else [])
+        if isinstance(m, dict) and outside and outside[0] in (m.get("pools") or [])
+    ]
+    if not outside or not served:
+        prober.evidence.not_gathered["tiers"] = "both tenants' keys list the same pools: no tier boundary to cross"
+        return
+    pool, model = outside[0], min(served, key=lambda m: (m.get("vram_mb", 0), m.get("tflops", 0)))
+    body = {
+        "pool_id": pool,
+        "requirements": {"tflops": model.get("tflops"), "vram_mb": model.get("vram_mb"), "model": model.get("model")},
+        "labels": {RUN_LABEL: run, "probe": "tier"},
+    }
+    answer = await prober.send("tier:foreign_allocate", "POST", "/v1/allocate", body=body, **other)  # type: ignore[arg-type]
+    made = answer.json.get("allocation_id") if isinstance(answer.json, dict) and answer.status == 201 else None
+    if isinstance(made, str):
+        await prober.send("tier:cleanup", "DELETE", f"/v1/allocate/{made}", **other)  # type: ignore[arg-type]
+    await prober.send("tier:foreign_get_pool", "GET", f"/v1/pools/{pool}", **other)  # type: ignore[arg-type]
 
 
 async def _foreign(prober: Prober, target: Target, allocation_id: str, run: str) -> None:

@@ -4,9 +4,10 @@ Beside the target it keeps a small reference model (the allocations it made and 
 be in) and after every step checks that the target agrees: the tenant's active allocations are the
 ones the model holds, and, on a mock used only by this run, every pool's allocated capacity is the sum
 of what the model holds there. Rules allocate, infer (plain and streamed), release, release twice, use
-a released allocation, read an allocation back, probe it with another tenant's key and replay an
-allocate with its `Idempotency-Key`. A failure is shrunk by Hypothesis to the shortest sequence of
-steps that still fails, reported as code that replays it.
+a released allocation, read an allocation back, probe it with another tenant's key, replay an
+allocate with its `Idempotency-Key`, and, with two tenants of different customer tiers, allocate across
+the tier boundary (403 `pool_not_permitted`, nothing held) and inside it (served). A failure is shrunk
+by Hypothesis to the shortest sequence of steps that still fails, reported as code that replays it.
 
 Every allocation carries the labels `harness_run` (this run) and `harness_case` (one generated
 example), so the checks see only what this run made, and a leak found after the run is released.
@@ -32,6 +33,7 @@ from harness.suites.stateful.machine import (
     RELEASE_IDEMPOTENT,
     STATUS,
     STREAM,
+    TIERS,
     USE_AFTER_RELEASE,
     HostedAiMachine,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "RELEASE_IDEMPOTENT",
     "STATUS",
     "STREAM",
+    "TIERS",
     "USE_AFTER_RELEASE",
     "HostedAiMachine",
     "StatefulSuite",

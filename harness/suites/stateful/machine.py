@@ -40,13 +40,14 @@ from harness.connector import (
     HostedAiError,
     InferenceRequest,
     NotFound,
+    PoolNotPermitted,
     QuotaExceeded,
     RateLimited,
     StreamDone,
     StreamToken,
 )
 from harness.suites.base import RunOptions
-from harness.suites.shapes import Shape
+from harness.suites.shapes import Shape, TierView
 from harness.target import Target
 
 T = TypeVar("T")
@@ -60,6 +61,7 @@ RELEASE_IDEMPOTENT = "stateful: release is idempotent"
 USE_AFTER_RELEASE = "stateful: use after release"
 ISOLATION = "stateful: tenant isolation"
 IDEMPOTENT_ALLOCATE = "stateful: idempotent allocate"
+TIERS = "stateful: pool segregation by tier"
 ACTIVE_SET = "stateful: active allocations match the model"
 CAPACITY = "stateful: capacity accounting"
 ALL_RELEASED = "stateful: every allocation released"
@@ -76,6 +78,7 @@ CHECKS = (
     USE_AFTER_RELEASE,
     ISOLATION,
     IDEMPOTENT_ALLOCATE,
+    TIERS,
     ACTIVE_SET,
     CAPACITY,
 )
@@ -85,6 +88,9 @@ CASE_LABEL = "harness_case"
 PROMPTS = ("Hello", "Summarise the plot of Hamlet in one line.", "List three prime numbers.")
 MAX_HELD = 12
 """Slots held at once in one example: far below any pool's capacity on a mock, so no allocate waits."""
+CROSSINGS = 2
+"""Tier crossings one example may try: enough to see both answers, few enough to leave the steps to
+the other rules (a crossing is always possible, so it would otherwise be drawn far more often)."""
 RATE_LIMIT_RETRIES = 5
 """How often one call is retried after a 429, each after the server's Retry-After (capped)."""
 RETRY_AFTER_CAP_S = 30.0
@@ -142,6 +148,8 @@ class RunContext:
     shapes: dict[str, Shape]
     reset: Callable[[], Awaitable[None]] | None
     """Back to a clean mock before each example; None against a target the run does not own."""
+    tiers: TierView | None = None
+    """Which pools each tenant may use, read before the run; None without a second tenant's key."""
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     taken: int = 0
     """Allocations made in this run, over every example (the live budget counts them)."""
@@ -223,6 +231,8 @@ class HostedAiMachine(RuleBasedStateMachine):
         """Slots allocated and not yet released by a rule (whatever the server did): preconditions use this."""
         self.extra: dict[str, SlotState] = {}
         """Allocations outside the slots: twins made by a server that ignored an Idempotency-Key."""
+        self.crossed = 0
+        """Tier crossings tried in this example."""
         if run.reset is not None:
             # Every example starts from the mock's configured state with the same seed: pool totals are
             # then exactly the model's sums, and a shrunk example replays alike.
@@ -543,6 +553,64 @@ class HostedAiMachine(RuleBasedStateMachine):
             state = self.run.patiently(ISOLATION, lambda: self.run.connector.get_allocation(allocation_id)).state
             if state != "active":
                 raise Violation(ISOLATION, f"after another tenant's probes our allocation {allocation_id} is {state!r}")
+
+    @precondition(
+        lambda self: self.run.tiers is not None and bool(self.run.tiers.crossings) and self.crossed < CROSSINGS
+    )
+    @rule(case=st.integers(0, 255), pick=st.integers(0, 255))
+    def cross_tier(self, case: int, pick: int) -> None:
+        """A tenant allocates in a pool only the other tenant's tier may use (must be 403
+        `pool_not_permitted`, holding nothing), or the second tenant in one of its own pools (must be
+        served). Which pools are which was read before the run; what is allocated is released at once."""
+        tiers, foreign = self.run.tiers, self.run.foreign
+        assert tiers is not None
+        assert foreign is not None
+        side, listed = tiers.crossings[case % len(tiers.crossings)]
+        self.crossed += 1
+        if self.run.budget_left() < 1:
+            return
+        pools = tiers.pools(side, listed=listed)
+        shape = tiers.shapes[pools[pick % len(pools)]]
+        connector = self.run.connector if side == "ours" else foreign
+        who = "our key" if side == "ours" else "the second tenant's key"
+        with self._check(TIERS):
+            try:
+                allocation = self.run.patiently(
+                    TIERS,
+                    lambda: connector.request_allocation(
+                        shape.requirements, pool=shape.pool_id, labels=self._labels(), retry_capacity_exhausted=False
+                    ),
+                )
+            except PoolNotPermitted as exc:
+                if listed:
+                    raise Violation(
+                        TIERS,
+                        f"{who} lists {shape.pool_id} in GET /v1/pools, yet allocating there answered 403 "
+                        f"pool_not_permitted: {exc}",
+                    ) from exc
+                return
+            except (CapacityExhausted, QuotaExceeded) as exc:
+                if listed and self.run.live:
+                    return  # a full live pool or a capped account: nothing held, nothing to hold against it
+                raise Violation(
+                    TIERS,
+                    f"{who} allocating in {shape.pool_id} answered {exc.code}, expected "
+                    f"{'201' if listed else '403 pool_not_permitted'}: {exc}",
+                ) from exc
+            self.run.taken += 1
+            self._release_now(connector, allocation.allocation_id)
+            if not listed:
+                raise Violation(
+                    TIERS,
+                    f"{who} allocated {allocation.allocation_id} in {shape.pool_id}, a pool its GET /v1/pools does "
+                    "not list (another tier's): expected 403 pool_not_permitted",
+                )
+
+    def _release_now(self, connector: HostedAiConnector, allocation_id: str) -> None:
+        try:
+            self.run.patiently(TIERS, lambda: connector.release_allocation(allocation_id))
+        except HostedAiError as exc:
+            raise Violation(TIERS, f"could not release {allocation_id}, made across the tier boundary: {exc}") from exc
 
     @precondition(lambda self: self._may_allocate(2))
     @rule(target=held, shape=st.sampled_from(["small", "large"]))

@@ -8,6 +8,7 @@ it has released what it holds.
 Before the machine starts, the run reads the target's catalogue once (`GET /v1/models`, `/v1/pools`)
 and fixes two shapes, the smallest model and the largest, each in the pool with the most free VRAM
 that serves it: the machine's choices are then the same on every target, whatever it answers later.
+With a second tenant's key it also reads that tenant's catalogue: which pools each tier may use.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from harness.connector import (
 from harness.control_plane import ControlPlane
 from harness.suites import leaks
 from harness.suites.base import CheckResult, RunOptions, Stopwatch, SuiteResult
-from harness.suites.shapes import catalogue_shapes
+from harness.suites.shapes import catalogue_shapes, catalogue_tiers
 from harness.suites.stateful.machine import (
     ALL_RELEASED,
     CAPACITY,
@@ -46,6 +47,7 @@ from harness.suites.stateful.machine import (
     ISOLATION,
     MACHINE,
     RUN_LABEL,
+    TIERS,
     HostedAiMachine,
     RunContext,
     Stopped,
@@ -207,12 +209,16 @@ async def _open(
             await admin.reset(options.seed)
 
         reset = reset_mock
+    foreign = connector(_config(target, target.second_api_key)) if target.second_api_key else None
     try:
         if reset is not None:
             await reset()  # the catalogue as configured, not as an earlier suite left it
         shapes = await catalogue_shapes(mine)
+        tiers = await catalogue_tiers(mine, foreign) if foreign is not None else None
     except (HostedAiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        await mine.close()
+        for opened in (mine, foreign):
+            if opened is not None:
+                await opened.close()
         await session.close()
         return CheckResult(CATALOGUE, "failed", message=f"could not read the target's models and pools: {exc}")
     run = RunContext(
@@ -221,9 +227,10 @@ async def _open(
         loop=loop,
         session=session,
         connector=mine,
-        foreign=connector(_config(target, target.second_api_key)) if target.second_api_key else None,
+        foreign=foreign,
         shapes=shapes,
         reset=reset,
+        tiers=tiers,
         stop=stop,
     )
     holder.append(run)
@@ -238,9 +245,16 @@ async def _close(run: RunContext) -> None:
 
 
 async def _sweep(run: RunContext) -> CheckResult:
-    """After the run: nothing it made may still be active (whatever is, is released now)."""
+    """After the run: nothing it made may still be active, with either tenant's key (whatever is, is
+    released now)."""
     watch = Stopwatch()
-    result = leaks.judge(ALL_RELEASED, await leaks.from_public_list(run.connector, {RUN_LABEL: run.run_id}))
+    labels = {RUN_LABEL: run.run_id}
+    result = leaks.judge(ALL_RELEASED, await leaks.from_public_list(run.connector, labels))
+    if run.foreign is not None and result.outcome == "passed":
+        theirs = leaks.judge(ALL_RELEASED, await leaks.from_public_list(run.foreign, labels))
+        if theirs.outcome != "passed":
+            theirs.message = f"with the second tenant's key: {theirs.message}"
+            result = theirs
     result.duration_s = watch.elapsed
     return result
 
@@ -299,8 +313,10 @@ def _report(run: RunContext, failed: list[CheckResult]) -> list[CheckResult]:
 
 
 def _not_applicable(run: RunContext, check: str) -> str | None:
-    if check == ISOLATION and run.foreign is None:
+    if check in (ISOLATION, TIERS) and run.foreign is None:
         return "the target has no second tenant's API key (--second-api-key-env)"
+    if check == TIERS and run.tiers is not None and not run.tiers.has_boundary:
+        return "both tenants' keys list the same pools: no tier boundary to cross"
     if check == IDEMPOTENT_ALLOCATE and not run.options.idempotency_key:
         return "the target is declared to ignore Idempotency-Key (--no-idempotency-key)"
     if check == CAPACITY and not run.owns_target:

@@ -46,9 +46,10 @@ def make_clock(config: MockConfig) -> Clock:
     sim = config.simulation
     if sim.clock == "manual":
         return ManualClock(epoch=sim.start_time if sim.start_time is not None else MANUAL_EPOCH)
-    return ScaledClock(
-        sim.time_scale, time.monotonic, epoch=sim.start_time if sim.start_time is not None else time.time()
-    )
+    if sim.start_time is not None:
+        return ScaledClock(sim.time_scale, time.monotonic, epoch=sim.start_time)
+    # Anchored to the wall clock at every reset too: timestamps never jump back.
+    return ScaledClock(sim.time_scale, time.monotonic, epoch=time.time(), wall=time.time)
 
 
 def _from_http(exc: web.HTTPException) -> ApiError:
@@ -254,7 +255,7 @@ def create_app(
         metrics=ServerMetrics(sim),
         waiters=Waiters(sim),
         journal=Journal(config.simulation.journal_size),
-        _ids=random.Random(stable_seed("request-ids", sim.seed)),
+        _ids=random.Random(stable_seed("request-ids", sim.id_seed)),
     )
     for operation, handler in routes:
         app.router.add_route(

@@ -76,7 +76,7 @@ class ServerState:
     _ids: random.Random = field(default_factory=lambda: random.Random(0))
 
     def reseed_request_ids(self) -> None:
-        self._ids = random.Random(stable_seed("request-ids", self.sim.seed))
+        self._ids = random.Random(stable_seed("request-ids", self.sim.id_seed))
 
     @property
     def strict(self) -> bool:

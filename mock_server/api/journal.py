@@ -97,10 +97,10 @@ class Journal:
         tenant_id: str | None = None,
         allocation_id: str | None = None,
         since_seq: int = 0,
-        limit: int,
+        limit: int | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:
-        """A page of the matching entries after `since_seq`, oldest first, and the `since_seq` of the
-        next page (None when nothing more matches)."""
+        """A page of at most `limit` matching entries after `since_seq` (None: all), oldest first, and
+        the `since_seq` of the next page (None when nothing more matches)."""
         found: list[dict[str, Any]] = []
         entries = self._entries
         # Sequence numbers are consecutive in the buffer: start at the first entry after the mark.

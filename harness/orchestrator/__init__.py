@@ -3,7 +3,7 @@
 from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, charge
 from harness.orchestrator.catalogue import CatalogueSource, PoolCatalogue, PoolChoice
 from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier, Label
-from harness.orchestrator.orchestrator import DEFAULT_TENANT, Orchestrator
+from harness.orchestrator.orchestrator import DEFAULT_TENANT, Orchestrator, TextTooLong, prompt_tokens
 from harness.orchestrator.requirements import (
     ModelClass,
     ModelClasses,
@@ -30,9 +30,11 @@ __all__ = [
     "PoolCatalogue",
     "PoolChoice",
     "ProcessResult",
+    "TextTooLong",
     "Timings",
     "Usage",
     "charge",
     "load_model_classes",
     "parse_model_classes",
+    "prompt_tokens",
 ]

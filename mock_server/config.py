@@ -33,6 +33,15 @@ class ServerConfig(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     # The admin API is used by the control plane (faults, clock, journal); None turns it off.
     admin_token: str | None = None
+    # Connection hygiene (mock_server/serving.py): an idle keep-alive connection closes after
+    # idle_timeout_s; a request's headers are due header_timeout_s after its first byte (or the
+    # connection's opening), its body body_timeout_s after its headers; at max_connections a new
+    # connection closes the oldest idle one; SIGTERM lets requests in flight run shutdown_timeout_s more.
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 75.0
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+    shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class SimulationConfig(_Strict):

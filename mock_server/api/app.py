@@ -105,6 +105,12 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         response = render(_from_http(exc), request_id)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        # The client went away (mid-body, or while waiting): nobody to answer, and not the server's fault.
+        log.info("client went away during %s (request %s)", route_name or request.path, request_id)
+        outcome.status_sent = False
+        _settle(request, operation, CLIENT_GONE, outcome, arrived_at, started)
+        raise
     except Exception:
         log.exception("unhandled error in %s (request %s)", route_name, request_id)
         response = render(ApiError("internal_error", "The server failed to handle the request."), request_id)
@@ -114,22 +120,34 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         if state.strict and operation is not None and not injected:
             # An injected answer breaks the contract on purpose when its rule says so (a 529, a bad body).
             response = _enforce_contract(operation, response, request_id)
+    _settle(request, operation, response.status, outcome, arrived_at, started)
+    return response
+
+
+# The status counted for a request whose client disconnected before its answer (nginx's convention).
+CLIENT_GONE = 499
+
+
+def _settle(
+    request: web.Request, operation: Operation | None, status: int, outcome: Outcome, arrived_at: float, started: float
+) -> None:
+    """Count the request in the metrics and record it in the journal (control-plane requests aside)."""
+    state = request.app[STATE]
     elapsed = time.perf_counter() - started
     label = operation.operation_id if operation is not None else "unmatched"
-    state.metrics.count_request(label, response.status, elapsed)
+    state.metrics.count_request(label, status, elapsed)
     name = operation_name(operation.operation_id if operation is not None else None)
     if name != "admin":
         state.journal.record(
-            request_id=request_id,
+            request_id=request[REQUEST_ID],
             operation=name,
             method=request.method,
             path=request.path,
-            status=response.status,
+            status=status,
             outcome=outcome,
             at=arrived_at,
             duration_ms=elapsed * 1000,
         )
-    return response
 
 
 def _enforce_contract(operation: Operation, response: web.StreamResponse, request_id: str) -> web.StreamResponse:

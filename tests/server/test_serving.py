@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from harness.service.config import ServiceSettings
 from mock_server import serving
+from mock_server.config import ServerConfig
 from mock_server.serving import ConnectionLimits, RedactSecrets, effective_max_connections
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,3 +261,12 @@ def test_configured_logging_scrubs_messages_and_tracebacks_and_restores_the_root
     assert "ValueError: bad key [redacted]" in err
     assert SECRET not in err
     assert root.handlers == before
+
+
+def test_the_documented_connection_settings_are_the_defaults_of_both_servers() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| ([\d.]+) \|", (ROOT / "docs" / "serving.md").read_text(), re.M)
+    assert len(rows) == 5
+    mock_defaults, service_defaults = ServerConfig(), ServiceSettings()
+    for mock_key, service_key, default in rows:
+        assert getattr(mock_defaults, mock_key) == float(default), mock_key
+        assert getattr(service_defaults, service_key) == float(default), service_key

@@ -16,6 +16,7 @@ from mock_server.api.app import create_app
 from mock_server.api.problems import ApiError, render
 from mock_server.api.state import STATE
 from mock_server.config import ConfigError, MockConfig, load_config
+from mock_server.logs import AccessLog, configure_logging
 from mock_server.serving import ConnectionLimits
 from mock_server.version import __version__
 
@@ -83,8 +84,13 @@ def banner(config: MockConfig, url: str) -> str:
     control = "control plane on" if config.server.admin_token else "no control plane"
     return (
         f"HostedAI mock listening on {url}  (tenants {tenants}; {control}; clock {config.simulation.clock}, "
-        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''})"
+        f"{_seeding(config)}{', strict' if config.server.strict else ''})"
     )
+
+
+def _seeding(config: MockConfig) -> str:
+    seed = config.simulation.seed
+    return f"seed {seed}" if seed is not None else "no seed: ids fresh on every start, --seed N replays"
 
 
 def connection_limits(config: MockConfig) -> ConnectionLimits:
@@ -119,6 +125,7 @@ async def serve(app: web.Application, config: MockConfig) -> None:
         port=config.server.port,
         limits=connection_limits(config),
         render_problem=protocol_problem(app),
+        access_log=AccessLog,
         started=lambda url: print(banner(config, url), flush=True),
     )
 
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
         return 2
-    stop_logging = serving.configure_logging(args.log_level, secrets(config))
+    stop_logging = configure_logging(args.log_level, secrets(config))
     try:
         asyncio.run(serve(app, config))
     except OSError as exc:

@@ -16,6 +16,7 @@ from harness.connector import ConnectorConfigError
 from harness.service import serving
 from harness.service.app import create_service_app
 from harness.service.config import HarpoonConfig, ServiceConfigError, load_service_config
+from harness.service.logs import AccessLog, configure_logging
 from harness.service.middleware import request_id_for
 from harness.service.problems import Problem, render
 from harness.service.serving import ConnectionLimits
@@ -63,6 +64,7 @@ async def serve(app: web.Application, config: HarpoonConfig) -> None:
         port=config.service.port,
         limits=connection_limits(config),
         render_problem=render_protocol_problem,
+        access_log=AccessLog,
         started=started,
     )
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    stop_logging = serving.configure_logging(args.log_level, secrets(config))
+    stop_logging = configure_logging(args.log_level, secrets(config))
     try:
         asyncio.run(serve(create_service_app(config), config))
     except OSError as exc:

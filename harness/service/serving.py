@@ -11,14 +11,14 @@ the server stops answering anyone. `serve()` wraps aiohttp's protocol with a `Co
   or of its first byte after a response; an idle keep-alive connection closes after `idle_timeout_s`.
 - a body timeout: a request's body must have arrived within `body_timeout_s` of its headers.
 - a bounded drain on SIGTERM or SIGINT: in-flight requests get `shutdown_timeout_s`, then are cancelled.
-- protocol errors (a malformed request line or header) answered as problem+json that echoes nothing.
-- an access log taken off the event loop (a queue and a thread), and every log line scrubbed of secrets.
+- protocol errors (a malformed request line or header) answered as problem+json that echoes nothing,
+  and the access log of `logs.AccessLog`.
 
 Connections closed by the guard are counted and reported at INFO at most every ten seconds, so an
 attack does not flood the log.
 
 TWIN FILE: `mock_server/serving.py` and `harness/service/serving.py` are the same file byte for byte
-(`tests/test_serving.py` pins it): the two packages may not import each other, and both need this.
+(`tests/server/test_serving.py` pins it): the two packages may not import each other, and both need this.
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import logging.handlers
-import queue
-import re
 import resource
 import signal
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any
@@ -40,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
@@ -49,8 +47,6 @@ log = logging.getLogger(__name__)
 FD_RESERVE = 256
 # How often the guard's tally of closed connections is written to the log, at most.
 REPORT_EVERY_S = 10.0
-# Log records waiting for the writing thread, at most (beyond, they are dropped and counted).
-LOG_QUEUE_SIZE = 10_000
 
 ProblemRenderer = Callable[[int], web.Response]
 """Builds the problem+json answer to a request aiohttp could not parse (given its status)."""
@@ -298,134 +294,6 @@ class GuardedSite(web.BaseSite):
         )
 
 
-# ---- logs --------------------------------------------------------------------------------------------
-
-# A header that carries a credential, and what follows it on the line (the whole value, any scheme).
-_CREDENTIAL_HEADER = re.compile(r"(?i)\b(authorization|x-admin-token|x-api-key)\b(['\"]?\s*[:=,]\s*['\"]?)[^'\"\r\n]*")
-_BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\",;]+")
-REDACTED = "[redacted]"
-
-
-class RedactSecrets(logging.Filter):
-    """Scrubs credentials from every record a handler writes: known secrets (API keys, the admin token)
-    wherever they appear, and whatever follows an `Authorization`, `X-Admin-Token` or `Bearer`."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        text = _CREDENTIAL_HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-        return _BEARER.sub("Bearer " + REDACTED, text)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
-        record.msg, record.args = self.scrub(message), None
-        if record.exc_text:
-            record.exc_text = self.scrub(record.exc_text)
-        record.exc_info = None
-        if record.stack_info:
-            record.stack_info = self.scrub(record.stack_info)
-        return True
-
-
-class AccessLog(AbstractAccessLogger):
-    """One line per answered request, `remote "METHOD /path HTTP/1.1" status bytes ms`: cheaper to build
-    than aiohttp's configurable format, which the hot path of a load test pays on every request."""
-
-    @property
-    def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        version = request.version
-        self.logger.info(
-            '%s "%s %s HTTP/%d.%d" %d %d %.1fms',
-            request.remote,
-            request.method,
-            request.path_qs,
-            version.major,
-            version.minor,
-            response.status,
-            response.body_length,
-            time * 1000,
-        )
-
-
-def configure_logging(level: str, secrets: Iterable[str]) -> Callable[[], None]:
-    """Log to stderr at `level`, scrubbed of `secrets`, with the writing done on a thread: the event loop
-    only queues each record. Returns the function that flushes, stops the thread and puts the root
-    logger back as it was."""
-    stream = logging.StreamHandler()
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    stream.addFilter(RedactSecrets(secrets))
-    records: queue.Queue[logging.LogRecord] = queue.Queue(LOG_QUEUE_SIZE)
-    listener = logging.handlers.QueueListener(records, stream, respect_handler_level=True)
-    root = logging.getLogger()
-    before = (list(root.handlers), root.level)
-    for handler in before[0]:
-        root.removeHandler(handler)
-    queued = _QueueHandler(records)
-    root.addHandler(queued)
-    root.setLevel(level)
-    listener.start()
-
-    def stop() -> None:
-        listener.stop()
-        root.removeHandler(queued)
-        for handler in before[0]:
-            root.addHandler(handler)
-        root.setLevel(before[1])
-
-    return stop
-
-
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Queues records for the writing thread; when stderr does not keep up and the queue is full,
-    drops them (and says how many once there is room), so memory stays bounded and the loop never blocks."""
-
-    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
-        super().__init__(records)
-        self.dropped = 0
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # The stdlib's prepare runs the whole format (timestamp and all) on the caller's thread, and the
-        # listener's handler formats the record again. Here only what cannot wait is done: the message
-        # merged while its arguments are as they were, the traceback rendered while it exists.
-        record.msg, record.args = record.getMessage(), None
-        if record.exc_info:
-            record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
-            record.exc_info = None
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            if self.dropped:
-                note = logging.LogRecord(
-                    log.name,
-                    logging.WARNING,
-                    __file__,
-                    0,
-                    "dropped %d log records: stderr did not keep up",
-                    (self.dropped,),
-                    None,
-                )
-                self.queue.put_nowait(self.prepare(note))
-                self.dropped = 0
-            self.queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
-
-
-_TRACEBACKS = logging.Formatter()
-
-
 # ---- serving -----------------------------------------------------------------------------------------
 
 
@@ -437,11 +305,12 @@ async def serve(
     limits: ConnectionLimits,
     render_problem: ProblemRenderer,
     started: Callable[[str], None],
+    access_log: type[AbstractAccessLogger] = AccessLogger,
     ssl_context: SSLContext | None = None,
     stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve `app` until SIGTERM or SIGINT (or until `stop()` returns), then drain within the limits.
-    `started` is told the URL once the server listens."""
+    `started` is told the URL once the server listens; `access_log` writes the access log."""
     guard = ConnectionGuard(limits)
     # Outermost, so it sees every request; the app is not frozen until the runner's setup.
     app.middlewares.insert(0, guard.middleware())
@@ -451,7 +320,7 @@ async def serve(
         # A body the handler did not read is drained after the answer for at most this long.
         lingering_time=min(limits.body_timeout_s, 10.0),
         shutdown_timeout=limits.shutdown_timeout_s,
-        access_log_class=AccessLog,
+        access_log_class=access_log,
     )
     await runner.setup()
     try:

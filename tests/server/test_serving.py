@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 
 from harness.service.config import ServiceSettings
-from mock_server import serving
+from mock_server import logs, serving
 from mock_server.config import ServerConfig
-from mock_server.serving import ConnectionLimits, RedactSecrets, effective_max_connections
+from mock_server.logs import RedactSecrets
+from mock_server.serving import ConnectionLimits, effective_max_connections
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-live-7f3a9c"
@@ -28,9 +29,10 @@ SECRET = "sk-live-7f3a9c"
 PATIENCE_S = 10.0
 
 
-def test_the_mock_and_the_service_serve_through_the_same_file() -> None:
-    twin = (ROOT / "harness" / "service" / "serving.py").read_bytes()
-    assert (ROOT / "mock_server" / "serving.py").read_bytes() == twin
+@pytest.mark.parametrize("name", ["serving.py", "logs.py"])
+def test_the_mock_and_the_service_serve_and_log_through_the_same_files(name: str) -> None:
+    twin = (ROOT / "harness" / "service" / name).read_bytes()
+    assert (ROOT / "mock_server" / name).read_bytes() == twin
 
 
 # ---- a small server through serving.serve --------------------------------------------------------------
@@ -234,7 +236,7 @@ async def test_a_malformed_request_is_answered_by_the_renderer_and_its_bytes_are
 def test_credentials_are_scrubbed_from_any_line(line: str) -> None:
     scrubbed = RedactSecrets([SECRET]).scrub(line)
     assert SECRET not in scrubbed
-    assert serving.REDACTED in scrubbed
+    assert logs.REDACTED in scrubbed
 
 
 def test_a_line_without_credentials_is_left_alone() -> None:
@@ -247,7 +249,7 @@ def test_configured_logging_scrubs_messages_and_tracebacks_and_restores_the_root
 ) -> None:
     root = logging.getLogger()
     before = list(root.handlers)
-    stop = serving.configure_logging("INFO", [SECRET])
+    stop = logs.configure_logging("INFO", [SECRET])
     try:
         logging.getLogger("test").info("header was %s", f"Authorization: Bearer {SECRET}")
         try:

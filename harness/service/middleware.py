@@ -49,10 +49,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     except ConnectionError:
         # The client went away (mid-body, or while its answer was being made): nobody to answer.
+        # Returned, not raised: aiohttp would log a raised one as an error; this answer is never sent.
         log.info("request %s: the client went away before its answer", request_id)
-        if request.match_info.route.name == COUNTED_ROUTE:
-            request.app[METRICS].observe(CLIENT_GONE, time.perf_counter() - started)
-        raise
+        response = web.Response(status=CLIENT_GONE)
     except Exception:
         log.exception("request %s: unhandled error", request_id)
         response = render(Problem("internal_error", "The service failed to handle the request."), request_id)

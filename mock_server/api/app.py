@@ -107,10 +107,11 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         raise
     except ConnectionError:
         # The client went away (mid-body, or while waiting): nobody to answer, and not the server's fault.
+        # Returned, not raised: aiohttp would log a raised one as an error; this answer is never sent.
         log.info("client went away during %s (request %s)", route_name or request.path, request_id)
         outcome.status_sent = False
         _settle(request, operation, CLIENT_GONE, outcome, arrived_at, started)
-        raise
+        return web.Response(status=CLIENT_GONE)
     except Exception:
         log.exception("unhandled error in %s (request %s)", route_name, request_id)
         response = render(ApiError("internal_error", "The server failed to handle the request."), request_id)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from mock_server.api import render
 from mock_server.api.inputs import Call
-from mock_server.api.problems import ApiError, problem_body
+from mock_server.api.problems import ApiError, dump_json, problem_body
 from mock_server.api.state import RESPONSE_DATA, STATE, TRUNCATE_AFTER, ServerState
 from mock_server.sim.errors import AllocationNotActive, CapacityExhausted, SimError
 from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, fingerprint
@@ -26,7 +26,7 @@ Handler = Callable[[web.Request, Call], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    response = web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+    response = web.Response(status=status, body=dump_json(data), content_type="application/json")
     if headers:
         response.headers.update(headers)
     response[RESPONSE_DATA] = data

@@ -245,10 +245,10 @@ def problem_handler_class(render: ProblemRenderer) -> type[RequestHandler]:
             message: str | None = None,
         ) -> web.StreamResponse:
             if status >= 500:
-                self.logger.error("error handling a request from %s", request.remote, exc_info=exc)
+                log.error("error handling a request from %s", request.remote, exc_info=exc)
             else:
                 # The parser's message quotes the input: name the error, never the bytes.
-                self.logger.info("refused a malformed request from %s (%s)", request.remote, type(exc).__name__)
+                log.info("refused a malformed request from %s (%s)", request.remote, type(exc).__name__)
             if request.writer.output_size > 0:
                 raise ConnectionError("the response had begun; the connection is closed instead")
             response = render(status)

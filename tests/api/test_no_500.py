@@ -1,7 +1,8 @@
 """No input gets a 500: generated requests to every operation of both contracts (the public API and the
 control plane), with edge-value numbers, any bytes in any header, and bodies built from the contract's
 own examples with their leaves replaced, removed or added to. Sent as raw bytes over a socket to the
-mock served as `hostedai-mock` serves it, so even what aiohttp itself refuses is covered.
+mock served as `hostedai-mock` serves it, so even what aiohttp itself refuses is covered; in strict
+mode, so an answer the contract does not document (a status, a body) is a 500 too.
 
 An answer must be a well-formed HTTP response below 500 (503 `capacity_exhausted` aside, a valid
 answer to a valid allocate on a full pool), and nothing may be logged as an unhandled error."""
@@ -195,7 +196,8 @@ def served_mock() -> Iterator[tuple[str, int]]:
     """The mock as `hostedai-mock` serves it (connection guard, protocol errors as problem+json), on its
     own loop in a thread: hypothesis drives the examples synchronously."""
     config = config_with(
-        server=lambda s: {**s, "admin_token": ADMIN_TOKEN}, simulation=lambda s: {**s, "clock": "manual", "seed": 3}
+        server=lambda s: {**s, "admin_token": ADMIN_TOKEN, "strict": True},
+        simulation=lambda s: {**s, "clock": "manual", "seed": 3},
     )
     loop = asyncio.new_event_loop()
     ready: asyncio.Future[str] = loop.create_future()

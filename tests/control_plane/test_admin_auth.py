@@ -19,6 +19,17 @@ class _Clock:
         return self.now
 
 
+def test_loopback_senders_are_never_limited() -> None:
+    gate = AdminGate(burst=1, clock=_Clock())
+    for source in ("127.0.0.1", "::1", "127.8.9.10"):
+        for _ in range(5):
+            assert not gate.admits("guess", "the-token", source)
+        assert gate.blocked_for(source) == 0
+    for _ in range(2):
+        gate.admits("guess", "the-token", "10.0.0.1")
+    assert gate.blocked_for("10.0.0.1") > 0
+
+
 def test_a_sender_is_blocked_after_its_burst_of_failures_and_let_back_as_tokens_refill() -> None:
     clock = _Clock()
     gate = AdminGate(burst=3, per_second=0.5, clock=clock)
@@ -57,6 +68,8 @@ def test_the_gate_remembers_a_bounded_number_of_addresses() -> None:
 async def test_over_http_a_guessing_client_gets_429_with_retry_after(
     mock: MockHostedAI, anonymous: aiohttp.ClientSession
 ) -> None:
+    # The test runs on loopback, which is never limited: limit it as if it were another address.
+    mock.state.admin_gate = AdminGate(exempt=lambda source: False)
     for _ in range(11):
         async with anonymous.get("/_admin/state", headers={"X-Admin-Token": "guess"}) as resp:
             await expect_problem(resp, 401, "unauthorized")

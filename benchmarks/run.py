@@ -27,6 +27,10 @@ the clients by request count and a timeout). Sections:
   wrk drives against the minimal server (`benchmarks/locustfile.py`: `GET /v1/pools`).
 - prism: Stoplight Prism mocking contracts/hostedai.v1.yaml, as a peer, on the inference path
   (installed with npm into a temporary directory; skipped with a note when it cannot be).
+
+Two more take too long for this run and write their own sections, which this run keeps:
+`benchmarks/soak.py` (memory over a million cycles and a simulated day) and `benchmarks/hostile.py`
+(`/health` while thousands of idle and slow connections press on both servers).
 """
 
 from __future__ import annotations

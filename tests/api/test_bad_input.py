@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from mock_server import MockHostedAI
-from tests.conftest import ALLOCATE_QWEN, config_with
+from tests.conftest import ALLOCATE_GEMMA, ALLOCATE_QWEN, config_with
 from tests.helpers import expect_problem
 
 
@@ -155,3 +155,17 @@ async def test_a_client_that_hangs_up_mid_body_is_not_a_500(
     assert "client went away during createAllocation" in caplog.text
     assert "unhandled error" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_integer_valued_floats_are_integers(client: aiohttp.ClientSession) -> None:
+    # `2048.0` is the integer 2048 in JSON Schema: the text generator and the placement index once got
+    # the float and crashed.
+    body = {**ALLOCATE_GEMMA, "requirements": {**ALLOCATE_GEMMA["requirements"], "vram_mb": 2048.0}}
+    async with client.post("/v1/allocate", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        created = await resp.json()
+    assert created["vram_mb"] == 2048
+    inference = {"allocation_id": created["allocation_id"], "prompt": "hi", "max_tokens": 2.0}
+    async with client.post("/v1/inference", json=inference) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["usage"]["completion_tokens"] <= 2

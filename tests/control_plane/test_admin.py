@@ -339,3 +339,14 @@ async def test_reset_on_the_real_clock_continues_from_the_wall_clock() -> None:
         before = (await _json(admin.get("/_admin/state")))["clock"]["now"]
         after = (await _json(admin.post("/_admin/reset")))["clock"]["now"]
     assert after >= before  # RFC 3339 in UTC with a fixed width: compared as text
+
+
+async def test_an_allocation_just_made_is_a_leak_at_grace_0_on_the_manual_clock(
+    admin: aiohttp.ClientSession, client: aiohttp.ClientSession
+) -> None:
+    held = await allocate(client, ALLOCATE_GEMMA)
+    # No simulated time has passed: age 0 is not "past" grace 0, but it is still held.
+    leaks = (await _json(admin.get("/_admin/leaks", params={"grace_s": "0"})))["leaks"]
+    assert [(leak["allocation_id"], leak["reason"], leak["age_s"]) for leak in leaks] == [
+        (held["allocation_id"], "still_active", 0)
+    ]

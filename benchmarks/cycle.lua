@@ -8,8 +8,9 @@
 -- connections are live at once. `done` prints the cycles completed and the unexpected answers.
 --
 -- Configured through the environment: CYCLE_POOL (pool id), CYCLE_MODEL, CYCLE_KEY (bearer key), and
--- CYCLE_IDEMPOTENCY=1 to send every allocate as the connector does: a fresh Idempotency-Key, and a
--- label carrying it (what benchmarks/soak.py measures memory with).
+-- CYCLE_IDEMPOTENCY=1 to send every allocate as Harpoon's orchestrator does through the connector: a
+-- fresh Idempotency-Key, a label carrying it and a 300 s lease, so the allocations a stopped run leaves
+-- behind expire (what benchmarks/soak.py measures memory with).
 
 local pool = os.getenv("CYCLE_POOL") or "gpu-pool-1"
 local model = os.getenv("CYCLE_MODEL") or "gemma-270m"
@@ -50,7 +51,8 @@ function request()
     local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key,
       ["Idempotency-Key"] = idempotency_key }
     local body = string.format(
-      '{"pool_id":"%s","requirements":{"tflops":5,"vram_mb":2048,"model":"%s"},"labels":{"client_request":"%s"}}',
+      '{"pool_id":"%s","requirements":{"tflops":5,"vram_mb":2048,"model":"%s"},"ttl_seconds":300,'
+      .. '"labels":{"client_request":"%s"}}',
       pool, model, idempotency_key)
     return wrk.format("POST", "/v1/allocate", headers, body)
   end

@@ -6,9 +6,10 @@
 Both parts drive `hostedai-mock` as a program, over HTTP (the same code paths as any client: parsing,
 validation, journal, metrics, the simulator), at its default settings but for the manual clock, with
 wrk running `benchmarks/cycle.lua`: allocate → infer → release, every allocate carrying a fresh
-`Idempotency-Key` and a label holding it, as the connector sends them. While wrk runs, the manual
-clock is moved one simulated second per 1,000 cycles completed (through `/_admin/clock/advance`), so
-the traffic is 1,000 cycles per simulated second.
+`Idempotency-Key`, a label holding it and a 300 s lease, as Harpoon's orchestrator sends them (the
+lease lets the allocations a stopped wrk leaves held expire, as they would for a crashed client).
+While wrk runs, the manual clock is moved one simulated second per 1,000 cycles completed (through
+`/_admin/clock/advance`), so the traffic is 1,000 cycles per simulated second.
 
 - cycles: RSS when 20,000, 100,000 and 1,000,000 cycles are done. Target: growth ≤ 32 MiB from the
   first point to the last.
@@ -217,8 +218,8 @@ def section(points: list[Point], day: Day | None, command: str, burst_seconds: f
         "",
         f"`{command}` ({datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, {machine()}): `hostedai-mock` as a",
         "program at its default settings (manual clock, INFO logging to /dev/null) driven over HTTP by wrk",
-        "with `benchmarks/cycle.lua`, allocate → infer → release, each allocate with a fresh `Idempotency-Key`",
-        "and a label holding it (as the connector sends them), 32 connections; the manual clock moved one",
+        "with `benchmarks/cycle.lua`, allocate → infer → release, each allocate with a fresh `Idempotency-Key`,",
+        "a label holding it and a 300 s lease (as Harpoon sends them), 32 connections; the manual clock moved one",
         f"simulated second per {CYCLES_PER_SIM_S:,} cycles. The method is in `benchmarks/soak.py`.",
         "",
     ]

@@ -40,7 +40,7 @@ class ServerConfig(_Strict):
     idle_timeout_s: Annotated[float, Field(gt=0)] = 75.0
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    max_connections: Annotated[int, Field(ge=1)] = 1000
+    max_connections: Annotated[int, Field(ge=1)] = 4096
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
 

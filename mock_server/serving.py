@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import resource
 import signal
 from collections import Counter
@@ -42,11 +43,17 @@ from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
 
-# Descriptors kept free beyond the connection cap: the listening socket, logs, outgoing connections,
-# and the connections accepted in one burst (up to the backlog) before those they evict are closed.
-FD_RESERVE = 256
+# Descriptors for everything but client connections: the listening socket, logs, files, and outgoing
+# connections (the service's pool to HostedAI holds up to 100).
+OTHER_FDS = 128
 # How often the guard's tally of closed connections is written to the log, at most.
 REPORT_EVERY_S = 10.0
+# A header deadline is `header_timeout_s` stretched by up to this fraction, at random.
+HEADER_JITTER = 0.25
+# Connections the kernel queues for accept() (aiohttp's default is 128; the kernel caps it at somaxconn).
+# When a crowd connects at once, a full queue drops SYNs, and each client dropped waits a second for its
+# retry: a new client must reach the guard to be let in.
+LISTEN_BACKLOG = 1024
 
 ProblemRenderer = Callable[[int], web.Response]
 """Builds the problem+json answer to a request aiohttp could not parse (given its status)."""
@@ -58,18 +65,34 @@ class ConnectionLimits:
     """An idle keep-alive connection closes after this long (above the 15–60 s of common client pools)."""
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
-    max_connections: int = 1000
+    max_connections: int = 4096
+    """Idle ones cost about 13 KB each; the open-file limit may lower it (`effective_max_connections`)."""
     shutdown_timeout_s: float = 10.0
     """How long in-flight requests may run on after SIGTERM before they are cancelled."""
 
 
-def effective_max_connections(configured: int, open_files: int | None = None) -> int:
-    """The cap, lowered to leave `FD_RESERVE` descriptors of the soft open-file limit free."""
-    if open_files is None:
-        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+def raise_open_file_limit() -> int:
+    """The soft open-file limit raised to the hard one (as Go programs do at start: the soft default of
+    1,024 is a relic, the hard limit is the real budget); the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def listen_backlog(open_files: int) -> int:
+    """`LISTEN_BACKLOG`, smaller under a small open-file limit: asyncio accepts up to a backlog's worth of
+    connections in one go, before the ones they evict are closed, so the backlog is part of the budget."""
+    return max(16, min(LISTEN_BACKLOG, open_files // 4))
+
+
+def effective_max_connections(configured: int, open_files: int) -> int:
+    """The cap, lowered so that connections, an accept burst and everything else fit the open-file limit."""
     if open_files == resource.RLIM_INFINITY:
         return configured
-    return max(1, min(configured, open_files - FD_RESERVE))
+    return max(1, min(configured, open_files - listen_backlog(open_files) - OTHER_FDS))
 
 
 # ---- the guard ---------------------------------------------------------------------------------------
@@ -121,7 +144,10 @@ class _Connection(asyncio.Protocol):
 
     def arm_header_timer(self) -> None:
         loop = asyncio.get_running_loop()
-        self._header_timer = loop.call_later(self._guard.limits.header_timeout_s, self._headers_late)
+        # Up to a quarter longer, at random: a crowd that connected at once is not cut off at once, so it
+        # does not come back as one wave of connects that overflows the listen queue.
+        timeout = self._guard.limits.header_timeout_s * (1 + HEADER_JITTER * self._guard.jitter.random())
+        self._header_timer = loop.call_later(timeout, self._headers_late)
 
     def disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -142,12 +168,17 @@ class ConnectionGuard:
     """Counts the connections of one server, closes the idle, slow and surplus ones."""
 
     def __init__(self, limits: ConnectionLimits, *, open_files: int | None = None) -> None:
+        """`open_files`: the soft open-file limit (default: the process's, as it is now)."""
+        if open_files is None:
+            open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.limits = limits
+        self.open_files = open_files
         self.max_connections = effective_max_connections(limits.max_connections, open_files)
         # Insertion order is age: the first idle connection found is the oldest.
         self._open: dict[_Connection, None] = {}
         self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
         self._closed: Counter[str] = Counter()
+        self.jitter = random.Random()
         self._reported_at: float | None = None
 
     @property
@@ -176,6 +207,8 @@ class ConnectionGuard:
         return True
 
     def _evict_idle(self) -> bool:
+        # The oldest idle connection goes. A newcomer is never evicted before its first bytes are read:
+        # asyncio accepts at most a backlog's worth at once, and the cap is well above that.
         oldest_idle = next((c for c in self._open if not c.busy), None)
         if oldest_idle is None:
             return False
@@ -272,9 +305,8 @@ class GuardedSite(web.BaseSite):
         port: int,
         *,
         ssl_context: SSLContext | None = None,
-        backlog: int = 128,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        super().__init__(runner, ssl_context=ssl_context, backlog=listen_backlog(guard.open_files))
         self._guard = guard
         self._handler_class = handler_class
         self._host = host
@@ -311,7 +343,13 @@ async def serve(
 ) -> None:
     """Serve `app` until SIGTERM or SIGINT (or until `stop()` returns), then drain within the limits.
     `started` is told the URL once the server listens; `access_log` writes the access log."""
-    guard = ConnectionGuard(limits)
+    guard = ConnectionGuard(limits, open_files=raise_open_file_limit())
+    log.info(
+        "at most %d connections (open-file limit %d, listen backlog %d)",
+        guard.max_connections,
+        guard.open_files,
+        listen_backlog(guard.open_files),
+    )
     # Outermost, so it sees every request; the app is not frozen until the runner's setup.
     app.middlewares.insert(0, guard.middleware())
     runner = web.AppRunner(

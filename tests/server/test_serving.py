@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -186,10 +187,25 @@ async def test_at_the_cap_with_every_connection_busy_a_newcomer_is_refused() -> 
             assert resp.status == 200
 
 
-def test_the_cap_leaves_descriptors_free_under_the_open_file_limit() -> None:
-    assert effective_max_connections(1000, open_files=1024) == 1024 - serving.FD_RESERVE
-    assert effective_max_connections(1000, open_files=65536) == 1000
-    assert effective_max_connections(1000, open_files=10) == 1
+def test_the_cap_leaves_room_under_the_open_file_limit_for_an_accept_burst_and_the_rest() -> None:
+    # Under a hard limit of 1,024: a backlog of 256 and 128 descriptors for the rest.
+    assert serving.listen_backlog(1024) == 256
+    assert effective_max_connections(4096, open_files=1024) == 1024 - 256 - serving.OTHER_FDS
+    assert serving.listen_backlog(65536) == serving.LISTEN_BACKLOG
+    assert effective_max_connections(4096, open_files=65536) == 4096
+    assert effective_max_connections(4096, open_files=10) == 1
+
+
+def test_serving_raises_the_soft_open_file_limit_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 64:
+        pytest.skip("no finite hard limit above 64 to raise to")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        assert serving.raise_open_file_limit() == hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_shutdown_drains_within_its_bound_whatever_a_request_does() -> None:

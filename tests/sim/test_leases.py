@@ -9,7 +9,7 @@ import pytest
 from mock_server.sim.clock import ManualClock
 from mock_server.sim.errors import NotFound
 from mock_server.sim.model import Allocation, AllocationState, EndReason
-from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, Simulator
+from mock_server.sim.simulator import STALE_LEASES_KEPT, AllocationSpec, InferencePlan, InferenceSpec, Simulator
 
 SimFactory = Callable[..., Simulator]
 
@@ -194,6 +194,20 @@ def test_the_lease_heap_holds_one_entry_per_allocation_however_often_it_is_used(
     assert len(sim._leases) == 1
     clock.advance(0.5)
     assert state(sim, alloc) is AllocationState.EXPIRED
+    assert sim._leases == []
+
+
+def test_released_allocations_do_not_pile_up_on_the_lease_heap(make_sim: SimFactory, clock: ManualClock) -> None:
+    # A 300 s lease, thousands of allocations released long before it runs out, a clock that never
+    # moves: the ended ones' lease entries must not keep them alive (they once held ~2 KB a cycle).
+    sim = make_sim(simulation={"retention_max_allocations": 10})
+    survivor = allocate(sim, ttl=300)
+    for _ in range(5000):
+        sim.release("dev", allocate(sim, ttl=300).allocation_id)
+    assert len(sim._leases) <= STALE_LEASES_KEPT + 2
+    assert sum(1 for _, _, a in sim._leases if a.active) == 1
+    clock.advance(300)
+    assert state(sim, survivor) is AllocationState.EXPIRED  # the live lease still runs out on time
     assert sim._leases == []
 
 

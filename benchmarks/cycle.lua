@@ -7,11 +7,17 @@
 -- the three requests come in equal numbers, and at most about twice as many allocations as
 -- connections are live at once. `done` prints the cycles completed and the unexpected answers.
 --
--- Configured through the environment: CYCLE_POOL (pool id), CYCLE_MODEL, CYCLE_KEY (bearer key).
+-- Configured through the environment: CYCLE_POOL (pool id), CYCLE_MODEL, CYCLE_KEY (bearer key), and
+-- CYCLE_IDEMPOTENCY=1 to send every allocate as Harpoon's orchestrator does through the connector: a
+-- fresh Idempotency-Key, a label carrying it and a 300 s lease, so the allocations a stopped run leaves
+-- behind expire (what benchmarks/soak.py measures memory with).
 
 local pool = os.getenv("CYCLE_POOL") or "gpu-pool-1"
 local model = os.getenv("CYCLE_MODEL") or "gemma-270m"
 local key = os.getenv("CYCLE_KEY") or "dev-key"
+local idempotency = os.getenv("CYCLE_IDEMPOTENCY") == "1"
+local run = tostring(os.time()) .. "-" .. tostring(math.random(1000000))
+local sent = 0
 
 local json_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key }
 local plain_headers = { ["Authorization"] = "Bearer " .. key }
@@ -38,6 +44,17 @@ function request()
   id = table.remove(to_infer)
   if id then
     return wrk.format("POST", "/v1/inference", json_headers, string.format(infer_body, id))
+  end
+  if idempotency then
+    sent = sent + 1
+    local idempotency_key = run .. "-" .. sent
+    local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key,
+      ["Idempotency-Key"] = idempotency_key }
+    local body = string.format(
+      '{"pool_id":"%s","requirements":{"tflops":5,"vram_mb":2048,"model":"%s"},"ttl_seconds":300,'
+      .. '"labels":{"client_request":"%s"}}',
+      pool, model, idempotency_key)
+    return wrk.format("POST", "/v1/allocate", headers, body)
   end
   return wrk.format("POST", "/v1/allocate", json_headers, allocate_body)
 end

@@ -172,6 +172,8 @@ def honour_rate_limit(answer: Any) -> float | None:
     answer.request_meta["name"] = f"{answer.request_meta['name']}{RATE_LIMITED}"
     answer.success()
     return min(max(0.0, wait), RETRY_AFTER_CAP_S)
+
+
 def record_figure(environment: Environment, name: str, value: float) -> None:
     """A figure the system under test reported about one request (not a wire request) as a `SIM` row:
     locust keeps its exact mean, and its percentiles rounded like any response time."""

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import signal
 import ssl
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from aiohttp import web
 
+from mock_server import serving
 from mock_server.api.app import create_app
+from mock_server.api.problems import ApiError, render
+from mock_server.api.state import STATE
 from mock_server.config import ConfigError, MockConfig, load_config
+from mock_server.logs import AccessLog, configure_logging
+from mock_server.serving import ConnectionLimits
 from mock_server.tls import ca_file, context_for
 from mock_server.version import __version__
 
@@ -110,26 +114,51 @@ def banner(config: MockConfig, url: str) -> str:
     tls = f"; clients trust {ca}" if ca is not None else ""
     return (
         f"HostedAI mock listening on {url}  (tenants {tenants}; {control}; clock {config.simulation.clock}, "
-        f"seed {config.simulation.seed}{', strict' if config.server.strict else ''}{tls})"
+        f"{_seeding(config)}{', strict' if config.server.strict else ''}{tls})"
     )
 
 
+def _seeding(config: MockConfig) -> str:
+    seed = config.simulation.seed
+    return f"seed {seed}" if seed is not None else "no seed: ids fresh on every start, --seed N replays"
+
+
+def connection_limits(config: MockConfig) -> ConnectionLimits:
+    server = config.server
+    return ConnectionLimits(
+        idle_timeout_s=server.idle_timeout_s,
+        header_timeout_s=server.header_timeout_s,
+        body_timeout_s=server.body_timeout_s,
+        max_connections=server.max_connections,
+        shutdown_timeout_s=server.shutdown_timeout_s,
+    )
+
+
+def protocol_problem(app: web.Application) -> Callable[[int], web.Response]:
+    """The answer to a request aiohttp could not parse: problem+json that quotes none of the input."""
+
+    def render_problem(status: int) -> web.Response:
+        code = "internal_error" if status >= 500 else "invalid_request"
+        detail = "The server failed to handle the request." if status >= 500 else _MALFORMED
+        return render(ApiError(code, detail, status=status), app[STATE].request_id(None))
+
+    return render_problem
+
+
+_MALFORMED = "The request is not well-formed HTTP/1.1 (request line, headers or body framing)."
+
+
 async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLContext | None = None) -> None:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=ssl_context)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    scheme = "https" if ssl_context is not None else "http"
-    print(banner(config, f"{scheme}://{host}:{port}"), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serving.serve(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        limits=connection_limits(config),
+        render_problem=protocol_problem(app),
+        access_log=AccessLog,
+        started=lambda url: print(banner(config, url), flush=True),
+        ssl_context=ssl_context,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop_logging = configure_logging(args.log_level, secrets(config))
     try:
         asyncio.run(serve(app, config, ssl_context))
     except OSError as exc:
@@ -150,4 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        stop_logging()
     return 0
+
+
+def secrets(config: MockConfig) -> list[str]:
+    """What no log line may show: every tenant's API keys and the admin token."""
+    keys = [key for tenant in config.tenants.values() for key in tenant.api_keys]
+    return [*keys, *([config.server.admin_token] if config.server.admin_token else [])]

@@ -57,21 +57,38 @@ class ServerConfig(_Strict):
     def tls(self) -> bool:
         return self.tls_cert is not None or self.tls_self_signed is not None
 
+    # Connection hygiene (mock_server/serving.py): an idle keep-alive connection closes after
+    # idle_timeout_s; a request's headers are due header_timeout_s after its first byte (or the
+    # connection's opening), its body body_timeout_s after its headers; at max_connections a new
+    # connection closes the oldest idle one; SIGTERM lets requests in flight run shutdown_timeout_s more.
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 75.0
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_connections: Annotated[int, Field(ge=1)] = 4096
+    shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
+
 
 class SimulationConfig(_Strict):
-    seed: int = 0
+    # None: behaviour is seeded with 0 (outputs and latencies replay), but ids are fresh on every start
+    # and reset, so a restarted mock never hands out an id it issued before. A seed makes ids replay too.
+    seed: int | None = None
     clock: Literal["real", "manual"] = "real"
     # Real seconds per simulated second: 0.01 makes a 5-minute simulated inference take 3 s.
     time_scale: Annotated[float, Field(gt=0)] = 1.0
     # Unix time of simulated t=0. None: the wall time at start (real clock) or 2026-01-01T00:00:00Z
     # (manual clock), so manual-clock runs render identical timestamps.
     start_time: float | None = None
-    # Ended allocations stay readable this long, then only their usage record remains.
+    # Ended allocations stay readable (with their per-allocation usage detail) this long, and at most
+    # this many of them (the oldest-ended go first); after that only the usage aggregates remain.
     retention_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    retention_max_allocations: Annotated[int, Field(ge=0)] = 10_000
+    # Usage is aggregated exactly per tenant, pool, model and period of this many simulated seconds.
+    usage_period_seconds: Annotated[float, Field(gt=0)] = 3600.0
     idempotency: bool = True
     idempotency_ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
-    # Idempotency records kept at most (the oldest go first): with the TTL, the contract's guarantee.
-    idempotency_max_keys: Annotated[int, Field(ge=1)] = 100_000
+    # Idempotency records kept per tenant at most (the oldest go first): with the TTL, the contract's
+    # guarantee, and per tenant so that one tenant's flood of keys never evicts another's.
+    idempotency_max_keys: Annotated[int, Field(ge=1)] = 10_000
     # Seconds a client is told to wait (Retry-After) when capacity is exhausted.
     capacity_retry_after_s: Annotated[int, Field(ge=0)] = 5
     # Requests the journal keeps (a ring buffer: the oldest go first).

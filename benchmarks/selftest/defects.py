@@ -20,8 +20,8 @@ from aiohttp import web
 
 from harness.suites.contract import judges
 from mock_server.api import handlers, inputs, render
-from mock_server.sim import errors, ledger, simulator, textgen
-from mock_server.sim.idempotency import IdempotencyStore
+from mock_server.sim import errors, ledger, textgen
+from mock_server.sim.idempotency import IdempotencyStore, as_first_answered
 from mock_server.sim.model import Allocation, Gpu
 from mock_server.sim.simulator import Simulator
 
@@ -163,8 +163,8 @@ def _ignore_conflicts(mp: pytest.MonkeyPatch) -> None:
     real = IdempotencyStore.replay
 
     def lenient(self: IdempotencyStore, tenant_id: str, key: str, fingerprint: str) -> Allocation | None:
-        record = self._records.get((tenant_id, key))
-        return record.snapshot if record is not None else real(self, tenant_id, key, fingerprint)
+        record = self._records.get(tenant_id, {}).get(key)
+        return as_first_answered(record.allocation) if record is not None else real(self, tenant_id, key, fingerprint)
 
     mp.setattr(IdempotencyStore, "replay", lenient)
 
@@ -260,17 +260,23 @@ def _first_token_lost(mp: pytest.MonkeyPatch) -> None:
 
 
 def _bill_double_prompt(mp: pytest.MonkeyPatch) -> None:
-    real = ledger.Ledger.records
+    real = ledger.Ledger.record
 
-    def doubled(self: ledger.Ledger, *args: Any, **kwargs: Any) -> list[ledger.UsageRecord]:
-        return [dataclasses.replace(r, prompt_tokens=2 * r.prompt_tokens) for r in real(self, *args, **kwargs)]
+    def doubled(self: ledger.Ledger, *args: Any, **kwargs: Any) -> ledger.UsageRecord:
+        record = real(self, *args, **kwargs)
+        return dataclasses.replace(record, prompt_tokens=2 * record.prompt_tokens)
 
-    mp.setattr(ledger.Ledger, "records", doubled)
+    mp.setattr(ledger.Ledger, "record", doubled)
 
 
 def _totals_off(mp: pytest.MonkeyPatch) -> None:
-    real = simulator.totals
-    mp.setattr(simulator, "totals", lambda records: dataclasses.replace(real(records), cost=real(records).cost + 0.5))
+    real = ledger.Ledger.totals
+
+    def off(self: ledger.Ledger, *args: Any, **kwargs: Any) -> ledger.UsageTotals:
+        totals = real(self, *args, **kwargs)
+        return dataclasses.replace(totals, cost=totals.cost + 0.5)
+
+    mp.setattr(ledger.Ledger, "totals", off)
 
 
 def _floats_kept(mp: pytest.MonkeyPatch) -> None:

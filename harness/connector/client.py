@@ -100,7 +100,7 @@ class HostedAiConnector:
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
         self._unreleased: set[str] = set()
-        """Allocations whose release failed; `close()` tries them again."""
+        """Allocations whose release failed: retried in the background at once, and by `close()`."""
         if not config.verify_tls:
             # Said once, loudly: a client that trusts any certificate must never pass for a verified one.
             log.warning(
@@ -124,12 +124,13 @@ class HostedAiConnector:
         return self._session
 
     async def close(self) -> None:
-        """Finish pending clean-ups (releases after a cancellation, releases that failed earlier),
-        then close the session."""
+        """Finish pending clean-ups (releases after a cancellation, releases being retried), try once
+        more the releases that were abandoned, then close the session."""
         if self._background:
             await asyncio.wait(self._background, timeout=self.config.timeout_secs)
         for allocation_id in sorted(self._unreleased):
-            await self._release_quietly(allocation_id)
+            if await self._try_release(allocation_id) is None:
+                self._settled(allocation_id)
         if self._own_session and self._session is not None:
             await self._session.close()
         self._session = None
@@ -250,16 +251,51 @@ class HostedAiConnector:
                 await asyncio.shield(release)
 
     async def _release_quietly(self, allocation_id: str) -> None:
+        """Release, never raising: a release that fails is retried in the background at once."""
+        error = await self._try_release(allocation_id)
+        if error is None:
+            self._settled(allocation_id)
+            return
+        # A release must not be lost to one bad moment, nor wait for `close()`: an allocation left held
+        # keeps billing and keeps capacity from everyone else.
+        self._unreleased.add(allocation_id)
+        self.metrics.releases_pending.set(len(self._unreleased))
+        log.warning("could not release allocation_id=%s (retrying in the background): %s", allocation_id, error)
+        self._in_background(self._retry_release(allocation_id, error))
+
+    async def _try_release(self, allocation_id: str) -> HostedAiError | None:
+        """One release call (itself retried by the policy); the error it ended with, if any."""
         try:
             await self.release_allocation(allocation_id)
         except NotFound:
-            self._unreleased.discard(allocation_id)
+            return None  # nothing left to release
         except HostedAiError as exc:
-            # Kept, and tried again by `close()`: a release must not be lost to one bad moment.
-            self._unreleased.add(allocation_id)
-            log.error("could not release allocation_id=%s (will retry on close): %s", allocation_id, exc)
-        else:
-            self._unreleased.discard(allocation_id)
+            return exc
+        return None
+
+    async def _retry_release(self, allocation_id: str, error: HostedAiError) -> None:
+        """Up to `max_retries` more release calls, spaced like any retry (backoff, or Retry-After)."""
+        for round_ in range(self.retry.max_retries):
+            await self._sleep(self.retry.delay_s(error, round_, self._rng))
+            if allocation_id not in self._unreleased:
+                return  # settled meanwhile (by close(), or a caller's own release)
+            failed = await self._try_release(allocation_id)
+            if failed is None:
+                self._settled(allocation_id)
+                log.info("released allocation_id=%s after %d background retries", allocation_id, round_ + 1)
+                return
+            error = failed
+        self.metrics.releases_abandoned.inc()
+        log.error(
+            "gave up releasing allocation_id=%s after %d background retries (close() tries once more): %s",
+            allocation_id,
+            self.retry.max_retries,
+            error,
+        )
+
+    def _settled(self, allocation_id: str) -> None:
+        self._unreleased.discard(allocation_id)
+        self.metrics.releases_pending.set(len(self._unreleased))
 
     # ---- inference ---------------------------------------------------------------------------------
 
@@ -330,9 +366,20 @@ class HostedAiConnector:
         return [Model.model_validate(m) for m in answer.body["models"]]
 
     async def usage(self, since: str | None = None, until: str | None = None) -> UsageReport:
+        """The usage report of the window, with the records of every page."""
         params = [(k, v) for k, v in (("since", since), ("until", until)) if v is not None]
-        answer = await self._call("usage", "GET", "/v1/usage", params=params)
-        return UsageReport.model_validate(answer.body)
+        body: dict[str, Any] | None = None
+        cursor: str | None = None
+        while True:
+            page_params = [*params, *([("cursor", cursor)] if cursor else [])]
+            answer = await self._call("usage", "GET", "/v1/usage", params=page_params)
+            if body is None:
+                body = answer.body
+            else:
+                body["records"] += answer.body["records"]
+            cursor = body["next_cursor"] = answer.body.get("next_cursor")
+            if not cursor:
+                return UsageReport.model_validate(body)
 
     async def reachable(self) -> bool:
         """Whether HostedAI answers its health check (one attempt, no retry, outside the breaker)."""

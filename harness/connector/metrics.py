@@ -37,6 +37,16 @@ class ConnectorMetrics:
             ["operation", "type"],
             registry=registry,
         )
+        self.releases_pending = Gauge(
+            "hosted_ai_releases_pending",
+            "Allocations whose release failed and is being retried in the background",
+            registry=registry,
+        )
+        self.releases_abandoned = Counter(
+            "hosted_ai_releases_abandoned",
+            "Releases given up after the background retries (close() tries them once more)",
+            registry=registry,
+        )
         self.circuit_state = Gauge(
             "hosted_ai_circuit_state",
             "Circuit breaker state per base URL: 0 closed, 1 half-open, 2 open",

@@ -153,6 +153,14 @@ class UsageTotals(_Response):
 
 
 class UsageReport(_Response):
+    """The window's totals (exact, whatever detail the server still keeps) and its per-allocation
+    records; `HostedAiConnector.usage` gathers the records of every page."""
+
     tenant_id: str
+    since: datetime | None = None
+    until: datetime | None = None
+    period_seconds: float | None = None
     records: list[UsageRecord]
     totals: UsageTotals
+    next_cursor: str | None = None
+    """None once `HostedAiConnector.usage` has followed every page."""

@@ -4,7 +4,7 @@ from harness.orchestrator.accounting import Cost, CostLedger, CostTotals, ExactC
 from harness.orchestrator.batching import BatchPolicy, SharedHold
 from harness.orchestrator.catalogue import CatalogueSource, PoolCatalogue, PoolChoice
 from harness.orchestrator.classifier import Classification, Classifier, HeuristicClassifier, Label
-from harness.orchestrator.orchestrator import DEFAULT_TENANT, Orchestrator
+from harness.orchestrator.orchestrator import DEFAULT_TENANT, Orchestrator, TextTooLong, prompt_tokens
 from harness.orchestrator.requirements import (
     ModelClass,
     ModelClasses,
@@ -35,10 +35,12 @@ __all__ = [
     "PoolChoice",
     "ProcessResult",
     "SharedHold",
+    "TextTooLong",
     "Timings",
     "Usage",
     "charge",
     "exact_charge",
     "load_model_classes",
     "parse_model_classes",
+    "prompt_tokens",
 ]

@@ -43,6 +43,8 @@ class _Snapshot:
     """price_per_tflops_hour by pool id."""
     serving: dict[str, tuple[str, ...]]
     """pool ids by model."""
+    context_tokens: dict[str, int]
+    """The largest prompt plus completion, by model."""
     fetched_at: float
 
 
@@ -75,6 +77,10 @@ class PoolCatalogue:
         ordered = [preferred, *others] if preferred in serving else others
         return [self._choice(snapshot, pool) for pool in ordered]
 
+    async def context_tokens(self, model: str) -> int | None:
+        """The model's context (prompt plus completion, in tokens), or None when HostedAI lists no such model."""
+        return (await self._current()).context_tokens.get(model)
+
     @staticmethod
     def _choice(snapshot: _Snapshot, pool_id: str) -> PoolChoice:
         price = snapshot.prices.get(pool_id)
@@ -101,5 +107,6 @@ class PoolCatalogue:
         return _Snapshot(
             prices={p.pool_id: p.price_per_tflops_hour for p in pools},
             serving={m.model: tuple(m.pools) for m in models},
+            context_tokens={m.model: m.context_tokens for m in models},
             fetched_at=self._clock(),
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -52,6 +53,19 @@ BATCH_LABEL = "harpoon_batch"
 """On a shared allocation: how many requests share it."""
 MIXED_TENANTS = "*"
 """The tenant label of an allocation shared by several tenants' requests (Harpoon's ledger splits it)."""
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def prompt_tokens(text: str) -> int:
+    """HostedAI's prompt-token count as its mock makes it: words and punctuation marks, plus the start
+    token. For a live HostedAI, whose tokenizer the kit does not know, an estimate."""
+    return 1 + sum(1 for _ in _TOKEN.finditer(text))
+
+
+class TextTooLong(Exception):
+    """The text cannot fit the context of the model its class runs on; nothing was allocated."""
 
 
 @dataclass(slots=True)
@@ -113,8 +127,9 @@ class Orchestrator:
         return self.ledger.totals(tenant or self._default_tenant)
 
     async def process(self, text: str, tenant: str | None = None) -> ProcessResult:
-        """Serve `text` for `tenant`. Raises the connector's typed `HostedAiError`s, except `CircuitOpen`,
-        which becomes a fallback result."""
+        """Serve `text` for `tenant`. Raises `TextTooLong` before allocating anything when the text cannot
+        fit the class's model, and the connector's typed `HostedAiError`s, except `CircuitOpen`, which
+        becomes a fallback result."""
         tenant = tenant or self._default_tenant
         classification = self._classifier.classify(text)
         model_class = self._classes.for_label(classification.label)
@@ -125,12 +140,26 @@ class Orchestrator:
         spent = _Spent()
         try:
             async with asyncio.timeout(self._budget_s):
+                await self._check_fits(text, model_class)
                 return await self._serve(text, tenant, classification, model_class, spent)
         except TimeoutError:
             raise RequestTimeout(f"the request took longer than its {self._budget_s:g} s budget") from None
         except CircuitOpen as exc:
             log.info("circuit opened during the request: fallback answer for tenant=%s", tenant)
             return self._fallback(classification, model_class, tenant, retry_in_s=exc.retry_in_s, cost=spent.cost)
+
+    async def _check_fits(self, text: str, model_class: ModelClass) -> None:
+        """A text the model cannot take would be refused by the inference, after a GPU was allocated and
+        billed: refuse it here instead, before anything is allocated."""
+        context = await self._catalogue.context_tokens(model_class.model)
+        if context is None:
+            return  # HostedAI does not list the model: its allocate gives the real answer
+        tokens = prompt_tokens(text)
+        if tokens + model_class.max_tokens > context:
+            raise TextTooLong(
+                f"the text is about {tokens} tokens; {model_class.model} takes {context} tokens of prompt plus "
+                f"completion, and this class reserves {model_class.max_tokens} for the completion"
+            )
 
     async def _serve(
         self, text: str, tenant: str, classification: Classification, model_class: ModelClass, spent: _Spent

@@ -17,13 +17,10 @@ from harness.orchestrator import Orchestrator
 from harness.service import handlers
 from harness.service.config import HarpoonConfig
 from harness.service.contract import PROCESS_PATH, ProcessContract
+from harness.service.inputs import MAX_BODY_BYTES
 from harness.service.keys import CONFIG, CONNECTOR, CONTRACT, METRICS, ORCHESTRATOR, REGISTRY
 from harness.service.metrics import ServiceMetrics
 from harness.service.middleware import COUNTED_ROUTE, request_middleware
-
-# A 100 000-character text is at most 400 KB of UTF-8, or 1.2 MB fully \u-escaped; a little more
-# than that, so no valid body is refused before the contract's own limit can answer.
-MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 def _hosted_ai(injected: HostedAiConnector | None) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
 import sys
 
 from aiohttp import web
 
 from harness.argparsing import OneLineParser
+from harness.connector import ConnectorConfigError
 from harness.resources import HARPOON_CONFIG
+from harness.service import serving
 from harness.service.app import create_service_app
 from harness.service.config import HarpoonConfig, ServiceConfigError, load_service_config
+from harness.service.logs import AccessLog, configure_logging
+from harness.service.middleware import request_id_for
+from harness.service.problems import Problem, render
+from harness.service.serving import ConnectionLimits
 
 PROG = "harpoon-service"
 # Shipped in the package (pyproject force-includes it), so the command starts anywhere, not only in a checkout.
@@ -32,21 +36,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def connection_limits(config: HarpoonConfig) -> ConnectionLimits:
+    service = config.service
+    return ConnectionLimits(
+        idle_timeout_s=service.idle_timeout_secs,
+        header_timeout_s=service.header_timeout_secs,
+        body_timeout_s=service.body_timeout_secs,
+        max_connections=service.max_connections,
+        shutdown_timeout_s=service.shutdown_timeout_secs,
+    )
+
+
+def render_protocol_problem(status: int) -> web.Response:
+    """The answer to a request aiohttp could not parse: problem+json that quotes none of the input."""
+    if status >= 500:
+        problem = Problem("internal_error", "The service failed to handle the request.")
+    else:
+        problem = Problem("invalid_request", "The request is not well-formed HTTP/1.1 (request line, headers or body).")
+    return render(problem, request_id_for(None))
+
+
 async def serve(app: web.Application, config: HarpoonConfig) -> None:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.service.host, config.service.port)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        print(f"harpoon-service listening on http://{host}:{port}  (HostedAI {config.hosted_ai.base_url})", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    def started(url: str) -> None:
+        print(f"harpoon-service listening on {url}  (HostedAI {config.hosted_ai.base_url})", flush=True)
+
+    await serving.serve(
+        app,
+        host=config.service.host,
+        port=config.service.port,
+        limits=connection_limits(config),
+        render_problem=render_protocol_problem,
+        access_log=AccessLog,
+        started=started,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop_logging = configure_logging(args.log_level, secrets(config))
     try:
         asyncio.run(serve(create_service_app(config), config))
     except OSError as exc:
@@ -65,7 +87,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        stop_logging()
     return 0
+
+
+def secrets(config: HarpoonConfig) -> list[str]:
+    """What no log line may show: the HostedAI API key (as resolved now; a rotated one is caught by the
+    `Authorization`/`Bearer` patterns)."""
+    try:
+        return [config.hosted_ai.resolve_api_key()]
+    except ConnectorConfigError:
+        return []
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ class ServiceSettings(BaseModel):
     health_timeout_secs: Annotated[float, Field(gt=0)] = 2.0
     """How long `/health` waits for HostedAI's health check: a probe must answer fast even when
     HostedAI does not."""
+    # Connection hygiene (harness/service/serving.py): an idle keep-alive connection closes after
+    # idle_timeout_secs; a request's headers are due header_timeout_secs after its first byte (or the
+    # connection's opening), its body body_timeout_secs after its headers; at max_connections a new
+    # connection closes the oldest idle one; SIGTERM lets requests in flight run shutdown_timeout_secs more.
+    idle_timeout_secs: Annotated[float, Field(gt=0)] = 75.0
+    header_timeout_secs: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_secs: Annotated[float, Field(gt=0)] = 30.0
+    max_connections: Annotated[int, Field(ge=1)] = 4096
+    shutdown_timeout_secs: Annotated[float, Field(ge=0)] = 10.0
 
 
 class HarpoonConfig(BaseModel):

@@ -9,8 +9,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from harness.connector import CircuitState, HostedAiConnector
+from harness.orchestrator import TextTooLong
 from harness.service.inputs import read_process_input
 from harness.service.keys import CONFIG, CONNECTOR, CONTRACT, METRICS, ORCHESTRATOR, REGISTRY
+from harness.service.problems import Problem
 
 _CIRCUIT_NAMES = {CircuitState.CLOSED: "closed", CircuitState.HALF_OPEN: "half_open", CircuitState.OPEN: "open"}
 
@@ -22,7 +24,14 @@ def _json(data: object) -> web.Response:
 async def process(request: web.Request) -> web.Response:
     app = request.app
     given = await read_process_input(request, app[CONTRACT])
-    result = await app[ORCHESTRATOR].process(given.text, given.tenant)
+    try:
+        result = await app[ORCHESTRATOR].process(given.text, given.tenant)
+    except TextTooLong as exc:
+        raise Problem(
+            "validation_failed",
+            "The text is too long for the model its class runs on; nothing was allocated.",
+            extra={"errors": [{"path": "/body/text", "message": str(exc)}]},
+        ) from None
     if result.fallback:
         app[METRICS].fallbacks.inc()
     return _json(result.model_dump(mode="json"))

@@ -10,6 +10,10 @@ from aiohttp import web
 from harness.service.contract import TENANT_HEADER, ProcessContract
 from harness.service.problems import Problem
 
+# A 100 000-character text is at most 400 KB of UTF-8, or 1.2 MB fully \u-escaped; a little more
+# than that, so no valid body is refused before the contract's own limit can answer.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessInput:
@@ -19,6 +23,9 @@ class ProcessInput:
 
 async def read_process_input(request: web.Request, contract: ProcessContract) -> ProcessInput:
     """The validated request, or a `Problem`: 415, 400, 413 (raised by aiohttp) or 422."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        # Refused from the header, before a byte of the body is read.
+        raise Problem("payload_too_large", "The body is larger than the service accepts.")
     if request.content_type != "application/json":
         raise Problem("unsupported_media_type", "Send Content-Type: application/json.")
     raw = await request.read()

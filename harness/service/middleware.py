@@ -21,6 +21,8 @@ log = logging.getLogger("harness.service")
 _CLIENT_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 # The route whose requests are counted (see ServiceMetrics).
 COUNTED_ROUTE = "process"
+# The status counted for a request whose client disconnected before its answer (nginx's convention).
+CLIENT_GONE = 499
 
 
 def request_id_for(sent: str | None) -> str:
@@ -45,6 +47,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = render(from_upstream(exc), request_id)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        # The client went away (mid-body, or while its answer was being made): nobody to answer.
+        # Returned, not raised: aiohttp would log a raised one as an error; this answer is never sent.
+        log.info("request %s: the client went away before its answer", request_id)
+        response = web.Response(status=CLIENT_GONE)
     except Exception:
         log.exception("request %s: unhandled error", request_id)
         response = render(Problem("internal_error", "The service failed to handle the request."), request_id)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from mock_server.api import render
 from mock_server.api.contract import Contract
-from mock_server.api.handlers import Handler, json_response
+from mock_server.api.handlers import Handler, after_cursor, cursor_for, json_response
 from mock_server.api.inputs import Call
 from mock_server.api.problems import ApiError
 from mock_server.api.state import STATE, ServerState
@@ -16,6 +16,7 @@ from mock_server.resources import ADMIN_CONTRACT
 from mock_server.sim.clock import ManualClock, ScaledClock
 from mock_server.sim.model import Gpu
 from mock_server.sim.scenarios import SCENARIOS
+from mock_server.sim.simulator import paginate
 
 
 def _state(request: web.Request) -> ServerState:
@@ -46,22 +47,29 @@ def gpu_view(gpu: Gpu) -> dict[str, Any]:
     }
 
 
-def state_view(state: ServerState) -> dict[str, Any]:
+# Allocations per page of `/_admin/state` when the request names no `limit` (the reset answer's too).
+STATE_PAGE = 1000
+
+
+def state_view(state: ServerState, *, limit: int = STATE_PAGE, after_seq: int = 0) -> dict[str, Any]:
     sim = state.sim
     sim.tick()
+    allocations, next_seq = paginate(sim.allocations.values(), after_seq, limit)
     return {
         "seed": sim.seed,
         "clock": clock_view(state),
         "pools": [render.pool(p) for p in sim.pool_stats()],
         "gpus": [gpu_view(g) for g in sim.gpus.values()],
-        "allocations": [render.allocation(a, state.clock) for a in sim.allocations.values()],
+        "allocations": [render.allocation(a, state.clock) for a in allocations],
+        "next_cursor": cursor_for(next_seq),
         "rules": [r.describe() for r in sim.faults.rules],
         "journal_entries": len(state.journal),
     }
 
 
 async def get_state(request: web.Request, call: Call) -> web.StreamResponse:
-    return json_response(state_view(_state(request)))
+    after_seq = after_cursor(call.query.get("cursor"))
+    return json_response(state_view(_state(request), limit=call.query["limit"], after_seq=after_seq))
 
 
 async def reset(request: web.Request, call: Call) -> web.StreamResponse:
@@ -114,15 +122,15 @@ async def advance_clock(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def get_journal(request: web.Request, call: Call) -> web.StreamResponse:
     q = call.query
-    entries = _state(request).journal.query(
+    entries, next_since_seq = _state(request).journal.query(
         operation=q.get("operation"),
         status=q.get("status"),
         tenant_id=q.get("tenant_id"),
         allocation_id=q.get("allocation_id"),
         since_seq=q.get("since_seq", 0),
-        limit=q.get("limit"),
+        limit=q["limit"],
     )
-    return json_response({"entries": entries})
+    return json_response({"entries": entries, "next_since_seq": next_since_seq})
 
 
 async def clear_journal(request: web.Request, call: Call) -> web.StreamResponse:

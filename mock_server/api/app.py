@@ -46,9 +46,10 @@ def make_clock(config: MockConfig) -> Clock:
     sim = config.simulation
     if sim.clock == "manual":
         return ManualClock(epoch=sim.start_time if sim.start_time is not None else MANUAL_EPOCH)
-    return ScaledClock(
-        sim.time_scale, time.monotonic, epoch=sim.start_time if sim.start_time is not None else time.time()
-    )
+    if sim.start_time is not None:
+        return ScaledClock(sim.time_scale, time.monotonic, epoch=sim.start_time)
+    # Anchored to the wall clock at every reset too: timestamps never jump back.
+    return ScaledClock(sim.time_scale, time.monotonic, epoch=time.time(), wall=time.time)
 
 
 def _from_http(exc: web.HTTPException) -> ApiError:
@@ -104,6 +105,13 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         response = render(_from_http(exc), request_id)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        # The client went away (mid-body, or while waiting): nobody to answer, and not the server's fault.
+        # Returned, not raised: aiohttp would log a raised one as an error; this answer is never sent.
+        log.info("client went away during %s (request %s)", route_name or request.path, request_id)
+        outcome.status_sent = False
+        _settle(request, operation, CLIENT_GONE, outcome, arrived_at, started)
+        return web.Response(status=CLIENT_GONE)
     except Exception:
         log.exception("unhandled error in %s (request %s)", route_name, request_id)
         response = render(ApiError("internal_error", "The server failed to handle the request."), request_id)
@@ -113,22 +121,34 @@ async def request_middleware(request: web.Request, handler: AiohttpHandler) -> w
         if state.strict and operation is not None and not injected:
             # An injected answer breaks the contract on purpose when its rule says so (a 529, a bad body).
             response = _enforce_contract(operation, response, request_id)
+    _settle(request, operation, response.status, outcome, arrived_at, started)
+    return response
+
+
+# The status counted for a request whose client disconnected before its answer (nginx's convention).
+CLIENT_GONE = 499
+
+
+def _settle(
+    request: web.Request, operation: Operation | None, status: int, outcome: Outcome, arrived_at: float, started: float
+) -> None:
+    """Count the request in the metrics and record it in the journal (control-plane requests aside)."""
+    state = request.app[STATE]
     elapsed = time.perf_counter() - started
     label = operation.operation_id if operation is not None else "unmatched"
-    state.metrics.count_request(label, response.status, elapsed)
+    state.metrics.count_request(label, status, elapsed)
     name = operation_name(operation.operation_id if operation is not None else None)
     if name != "admin":
         state.journal.record(
-            request_id=request_id,
+            request_id=request[REQUEST_ID],
             operation=name,
             method=request.method,
             path=request.path,
-            status=response.status,
+            status=status,
             outcome=outcome,
             at=arrived_at,
             duration_ms=elapsed * 1000,
         )
-    return response
 
 
 def _enforce_contract(operation: Operation, response: web.StreamResponse, request_id: str) -> web.StreamResponse:
@@ -254,7 +274,7 @@ def create_app(
         metrics=ServerMetrics(sim),
         waiters=Waiters(sim),
         journal=Journal(config.simulation.journal_size),
-        _ids=random.Random(stable_seed("request-ids", sim.seed)),
+        _ids=random.Random(stable_seed("request-ids", sim.id_seed)),
     )
     for operation, handler in routes:
         app.router.add_route(

@@ -9,12 +9,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from mock_server.api import inference, render
 from mock_server.api.inputs import Call
-from mock_server.api.problems import ApiError
+from mock_server.api.problems import ApiError, dump_json
 from mock_server.api.state import RESPONSE_DATA, STATE, ServerState
 from mock_server.sim.errors import CapacityExhausted, SimError
 from mock_server.sim.simulator import AllocationSpec, InferenceSpec, fingerprint
@@ -26,7 +25,7 @@ Handler = Callable[[web.Request, Call], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    response = web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+    response = web.Response(status=status, body=dump_json(data), content_type="application/json")
     if headers:
         response.headers.update(headers)
     response[RESPONSE_DATA] = data
@@ -70,16 +69,16 @@ async def create_allocation(request: web.Request, call: Call) -> web.StreamRespo
         except CapacityExhausted:
             remaining = deadline - clock.now()
             if remaining <= 0:
-                state.metrics.allocations.labels(spec.pool_id, "capacity_exhausted").inc()
+                state.metrics.count_allocation(spec.pool_id, "capacity_exhausted")
                 raise
             # Queue: look again when capacity is freed or simulated time moves; with the manual clock
             # only a release or a clock advance ends the wait.
             await state.waiters.wait_for_change(clock.real_seconds(remaining) if clock.waits else None)
         except SimError as exc:
-            state.metrics.allocations.labels(spec.pool_id, exc.code).inc()
+            state.metrics.count_allocation(spec.pool_id, exc.code)
             raise
     alloc = result.allocation
-    state.metrics.allocations.labels(alloc.pool_id, "replayed" if result.replayed else "created").inc()
+    state.metrics.count_allocation(alloc.pool_id, "replayed" if result.replayed else "created")
     if result.preempted:
         state.metrics.preemptions.labels(alloc.pool_id).inc(len(result.preempted))
     if result.provision_s:
@@ -100,18 +99,17 @@ async def _sleep(state: ServerState, sim_seconds: float) -> None:
 async def list_allocations(request: web.Request, call: Call) -> web.StreamResponse:
     state = _state(request)
     labels = dict(label.split("=", 1) for label in call.query.get("label", []))
-    cursor = call.query.get("cursor")
     page, last_seq = state.sim.list_allocations(
         call.tenant_id,
         states=call.query.get("state", []),
         labels=labels,
         limit=call.query["limit"],
-        after_seq=int(cursor[1:]) if cursor else 0,
+        after_seq=after_cursor(call.query.get("cursor")),
     )
     return json_response(
         {
             "allocations": [render.allocation(a, state.clock) for a in page],
-            "next_cursor": f"c{last_seq}" if last_seq is not None else None,
+            "next_cursor": cursor_for(last_seq),
         }
     )
 
@@ -199,11 +197,36 @@ async def get_usage(request: web.Request, call: Call) -> web.StreamResponse:
             "since and until must be RFC 3339 timestamps.",
             extra={"errors": [{"path": "/query", "message": "not an RFC 3339 timestamp"}]},
         ) from None
-    records, totals = state.sim.usage(call.tenant_id, since, until)
-    rendered = [render.usage_record(r, state.clock) for r in records]
+    page = state.sim.usage(
+        call.tenant_id, since, until, limit=call.query["limit"], after_seq=after_cursor(call.query.get("cursor"))
+    )
+    rendered = [render.usage_record(r, state.clock) for r in page.records]
+    next_cursor = cursor_for(page.next_seq)
     if "text/csv" in request.headers.get("Accept", ""):
-        return web.Response(text=render.usage_csv(rendered), content_type="text/csv")
-    return json_response({"tenant_id": call.tenant_id, "records": rendered, "totals": render.usage_totals(totals)})
+        response = web.Response(text=render.usage_csv(rendered), content_type="text/csv")
+        if next_cursor is not None:
+            response.headers["Link"] = f'<{request.rel_url.update_query(cursor=next_cursor)}>; rel="next"'
+        return response
+    return json_response(
+        {
+            "tenant_id": call.tenant_id,
+            "since": render.timestamp(state.clock, page.window.since),
+            "until": render.timestamp(state.clock, page.window.until),
+            "period_seconds": state.sim.ledger.period_s,
+            "records": rendered,
+            "totals": render.usage_totals(page.totals),
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+def after_cursor(cursor: str | None) -> int:
+    """The seq a `c<seq>` cursor continues after (the contract's pattern has been checked)."""
+    return int(cursor[1:]) if cursor else 0
+
+
+def cursor_for(next_seq: int | None) -> str | None:
+    return f"c{next_seq}" if next_seq is not None else None
 
 
 # ---- operations ------------------------------------------------------------------------------------

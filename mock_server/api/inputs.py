@@ -3,7 +3,6 @@ parse and validate parameters and body against the contract. Anything wrong rais
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,8 @@ import orjson
 from aiohttp import web
 
 from mock_server.api.contract import Operation, ParameterParseError, Violation
-from mock_server.api.problems import ApiError
+from mock_server.api.problems import ApiError, retry_later
+from mock_server.api.state import STATE
 from mock_server.sim.errors import SimError
 from mock_server.sim.simulator import Simulator
 
@@ -43,10 +43,14 @@ def authenticate(request: web.Request, sim: Simulator) -> str:
 
 
 def check_admin_token(request: web.Request, token: str | None) -> None:
-    sent = request.headers.get("X-Admin-Token")
-    if token is None or sent is None or not hmac.compare_digest(sent.encode(), token.encode()):
-        reason = "Missing X-Admin-Token." if sent is None else "Wrong X-Admin-Token."
-        raise ApiError("unauthorized", reason)
+    """401 for a missing or wrong token; 429 while the sender is blocked for failing too often."""
+    gate, sent, source = request.app[STATE].admin_gate, request.headers.get("X-Admin-Token"), request.remote
+    wait = gate.blocked_for(source)
+    if wait:
+        # The token is not even looked at: a blocked sender learns nothing from its guess.
+        raise retry_later("rate_limited", "Too many failed X-Admin-Token attempts from this address.", wait)
+    if not gate.admits(sent, token, source):
+        raise ApiError("unauthorized", "Missing X-Admin-Token." if sent is None else "Wrong X-Admin-Token.")
 
 
 def _parameters(request: web.Request, operation: Operation) -> tuple[dict[str, dict[str, Any]], list[Violation]]:

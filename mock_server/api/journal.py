@@ -98,17 +98,25 @@ class Journal:
         allocation_id: str | None = None,
         since_seq: int = 0,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        found = [
-            e
-            for e in self._entries
-            if e["seq"] > since_seq
-            and (operation is None or e["operation"] == operation)
-            and (status is None or e["status"] == status)
-            and (tenant_id is None or e["tenant_id"] == tenant_id)
-            and (allocation_id is None or e["allocation_id"] == allocation_id)
-        ]
-        return found[:limit] if limit is not None else found
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of at most `limit` matching entries after `since_seq` (None: all), oldest first, and
+        the `since_seq` of the next page (None when nothing more matches)."""
+        found: list[dict[str, Any]] = []
+        entries = self._entries
+        # Sequence numbers are consecutive in the buffer: start at the first entry after the mark.
+        start = max(0, since_seq - entries[0]["seq"] + 1) if entries else 0
+        for i in range(start, len(entries)):
+            e = entries[i]
+            if (
+                (operation is None or e["operation"] == operation)
+                and (status is None or e["status"] == status)
+                and (tenant_id is None or e["tenant_id"] == tenant_id)
+                and (allocation_id is None or e["allocation_id"] == allocation_id)
+            ):
+                if len(found) == limit:
+                    return found, found[-1]["seq"]
+                found.append(e)
+        return found, None
 
     def clear(self) -> None:
         """Forget the entries; sequence numbers keep counting, so a mark taken earlier stays valid."""

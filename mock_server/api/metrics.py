@@ -2,6 +2,9 @@
 
 Names follow Prometheus conventions (base units, `_total` counters, `_ratio` in 0–1) with the
 `hostedai_sim_` prefix. Pool gauges are read from the simulator at scrape time, so they never drift.
+Label values come only from the configuration (pools, models), the contract (operations) and fixed
+sets (outcomes, fault actions): whatever a client sends, a name it made up becomes `unknown`, so the
+number of series is bounded.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mock_server.sim.simulator import Simulator
 # vLLM's buckets for time to first token and end-to-end latency (vllm/v1/metrics/loggers.py).
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80)
 E2E_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 60, 120, 240, 480)
+UNKNOWN = "unknown"
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -106,9 +110,14 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(sim))
+        self._pools = frozenset(sim.pools)
         self._request_children: dict[tuple[str, int], Any] = {}
         self._duration_children: dict[str, Any] = {}
         self._model_children: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    def count_allocation(self, pool_id: str, outcome: str) -> None:
+        """An allocate's outcome; a pool the config does not name counts as `unknown`."""
+        self.allocations.labels(pool_id if pool_id in self._pools else UNKNOWN, outcome).inc()
 
     def count_request(self, operation: str, status: int, seconds: float) -> None:
         # `.labels()` takes a lock and builds a key on every call; the request path caches the children.

@@ -100,11 +100,30 @@ def problem_body(error: ApiError, request_id: str) -> dict[str, Any]:
     }
 
 
+def dump_json(data: Any) -> bytes:
+    """JSON bytes of an answer. Text from a request can hold lone surrogates (aiohttp's reading of bytes
+    that are not UTF-8, in a header or a path), which JSON cannot carry: such text is sent with U+FFFD."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return orjson.dumps(_valid_unicode(data))
+
+
+def _valid_unicode(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_unicode(v) for v in value]
+    return value
+
+
 def render(error: ApiError, request_id: str) -> web.Response:
     body = problem_body(error, request_id)
     response = web.Response(
         status=error.status,
-        body=orjson.dumps(body),
+        body=dump_json(body),
         content_type=PROBLEM_JSON,
         headers=error.headers,
     )

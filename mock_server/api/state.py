@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from mock_server.api.admin_auth import AdminGate
 from mock_server.api.contract import Contract, Operation
 from mock_server.api.journal import Journal, Outcome
 from mock_server.api.metrics import ServerMetrics
@@ -89,9 +90,11 @@ class ServerState:
     waiters: Waiters
     journal: Journal
     _ids: random.Random = field(default_factory=lambda: random.Random(0))
+    admin_gate: AdminGate = field(default_factory=AdminGate)
+    """Checks `X-Admin-Token`, rate limiting failed attempts per client address."""
 
     def reseed_request_ids(self) -> None:
-        self._ids = random.Random(stable_seed("request-ids", self.sim.seed))
+        self._ids = random.Random(stable_seed("request-ids", self.sim.id_seed))
 
     @property
     def strict(self) -> bool:

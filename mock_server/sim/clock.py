@@ -33,16 +33,23 @@ class Clock(Protocol):
 
 
 class ScaledClock:
-    """Real time, scaled: one simulated second lasts `time_scale` real seconds."""
+    """Real time, scaled: one simulated second lasts `time_scale` real seconds.
+
+    With `wall` (a function giving Unix time), simulated t=0 is anchored to the wall clock at every
+    (re)start, so timestamps after a reset continue from now instead of jumping back to the first start.
+    """
 
     waits = True
 
-    def __init__(self, time_scale: float, monotonic: Callable[[], float], epoch: float) -> None:
+    def __init__(
+        self, time_scale: float, monotonic: Callable[[], float], epoch: float, wall: Callable[[], float] | None = None
+    ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.time_scale = time_scale
         self.epoch = epoch
         self._monotonic = monotonic
+        self._wall = wall
         self._start = monotonic()
 
     def now(self) -> float:
@@ -50,6 +57,8 @@ class ScaledClock:
 
     def restart(self) -> None:
         self._start = self._monotonic()
+        if self._wall is not None:
+            self.epoch = self._wall()
 
     def real_seconds(self, sim_seconds: float) -> float:
         return max(0.0, sim_seconds) * self.time_scale

@@ -68,6 +68,10 @@ class Allocation:
     """Set when it was preempted with a grace period: it serves until then, then ends `preempted`."""
     holds_capacity: bool = True
     """False once its capacity went to another allocation (a preemption's grace) or back to the pool."""
+    tokens_by_period: dict[int, tuple[int, int]] | None = None
+    """(prompt, completion) tokens per usage period, for usage windows; None before the first inference."""
+    lease_queued: bool = False
+    """Whether the lease heap holds an entry for this allocation (at most one, so the heap stays small)."""
 
     @property
     def active(self) -> bool:
@@ -77,6 +81,10 @@ class Allocation:
     @property
     def ready(self) -> bool:
         return self.state is AllocationState.ACTIVE
+
+    def ended_or(self, now: float) -> float:
+        """When it ended, or `now` while it is active: the end of its held time so far."""
+        return self.ended_at if self.ended_at is not None else now
 
     @property
     def expires_at(self) -> float | None:

@@ -2,8 +2,13 @@
 
 The HTTP layer parses a request, calls one method here and renders what comes back (or the `SimError`
 raised). Every method first lets simulated time catch up (`tick`): leases expire, ended allocations
-leave the retention window, idempotency records age out. Determinism: given the seed, the clock and the
-sequence of calls, ids, outputs and timings are the same on every run.
+leave the retention window, idempotency records age out. Determinism: given the clock and the sequence
+of calls, outputs and timings are the same on every run; with an explicit seed, ids are too. Without
+one, ids come from fresh entropy at every start and reset, so they never repeat across restarts.
+
+Memory is bounded whatever the number of calls: ended allocations are forgotten past the retention
+window (in time and in count), usage beyond it survives as exact aggregates (`ledger.py`), and every
+index (per tenant, per label, leases) holds only allocations still kept.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import heapq
 import json
 import math
 import random
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,8 +41,8 @@ from mock_server.sim.errors import (
     Unavailable,
 )
 from mock_server.sim.faults import FaultEngine, FaultRule
-from mock_server.sim.idempotency import IdempotencyStore
-from mock_server.sim.ledger import Ledger, UsageRecord, UsageTotals, totals
+from mock_server.sim.idempotency import IdempotencyStore, as_first_answered
+from mock_server.sim.ledger import Ledger, UsageRecord, UsageTotals, Window
 from mock_server.sim.model import END_STATE, Allocation, AllocationState, EndReason, Gpu, Pool
 from mock_server.sim.ratelimit import TokenBucket
 from mock_server.sim.scenarios import scenario_rules
@@ -123,16 +129,53 @@ class _TenantUsage:
     tflops: float = 0.0
 
 
+# Stale lease entries tolerated before the heap is compacted, at least (see `_compact_leases`).
+STALE_LEASES_KEPT = 1024
+
+
 def fingerprint(body: object) -> str:
     """A stable digest of a request body, for telling a replay from a different request."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class UsagePage:
+    records: list[UsageRecord]
+    next_seq: int | None
+    """The seq to continue after, or None on the last page."""
+    totals: UsageTotals
+    """Of the whole window, not only of this page."""
+    window: Window
+
+
+def paginate(
+    allocations: Iterable[Allocation], after_seq: int, limit: int | None
+) -> tuple[list[Allocation], int | None]:
+    """Up to `limit` of the allocations (in creation order) after `after_seq`, and the seq to continue
+    after (None when nothing is left)."""
+    page: list[Allocation] = []
+    for alloc in allocations:
+        if alloc.seq <= after_seq:
+            continue
+        if len(page) == limit:
+            return page, page[-1].seq
+        page.append(alloc)
+    return page, None
+
+
+def _fresh_entropy() -> int:
+    return secrets.randbits(64)
+
+
 class Simulator:
-    def __init__(self, config: MockConfig, clock: Clock, seed: int | None = None) -> None:
+    def __init__(
+        self, config: MockConfig, clock: Clock, seed: int | None = None, *, entropy: Callable[[], int] = _fresh_entropy
+    ) -> None:
+        """`entropy` seeds the id streams of a run without an explicit seed (injectable for tests)."""
         self.config = config
         self.clock = clock
+        self._entropy = entropy
         self.on_allocation_ended: list[Callable[[Allocation], None]] = []
         self.on_capacity_freed: list[Callable[[str], None]] = []
         self.on_gpu_changed: list[Callable[[str], None]] = []
@@ -142,9 +185,14 @@ class Simulator:
     # ---- lifecycle ---------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> None:
-        """Back to the configured state: no allocations, no usage, fresh random streams."""
-        self.seed = self.config.simulation.seed if seed is None else seed
-        self._rng_ids = random.Random(textgen.stable_seed("ids", self.seed))
+        """Back to the configured state: no allocations, no usage, fresh random streams. With a seed
+        (this one, else the configured one) every stream replays, ids included; without, ids are new."""
+        explicit = self.config.simulation.seed if seed is None else seed
+        self.seeded = explicit is not None
+        self.seed = explicit if explicit is not None else 0
+        self.id_seed = textgen.stable_seed("ids", self.seed) if self.seeded else self._entropy()
+        """Seeds every id stream: allocation and inference ids here, request ids in the HTTP layer."""
+        self._rng_ids = random.Random(self.id_seed)
         self._rng_lifecycle = random.Random(textgen.stable_seed("lifecycle", self.seed))
         self._rng_output = random.Random(textgen.stable_seed("output", self.seed))
         self.pools: dict[str, Pool] = {}
@@ -167,7 +215,10 @@ class Simulator:
             self.placement_index[pc.id] = capacity_index(pc, gpus)
         self.models: dict[str, ModelConfig] = dict(self.config.models)
         self.allocations: dict[str, Allocation] = {}
+        """Every allocation still kept: active, or ended within the retention window."""
         self._by_tenant: dict[str, dict[str, Allocation]] = defaultdict(dict)
+        # tenant -> (label key, value) -> the kept allocations carrying it, in creation order.
+        self._by_label: dict[str, dict[tuple[str, str], dict[str, Allocation]]] = defaultdict(dict)
         self._tenant_usage: dict[str, _TenantUsage] = defaultdict(_TenantUsage)
         self._tenant_of_key = {k: t for t, tc in self.config.tenants.items() for k in tc.api_keys}
         # Pool segregation: the pools each tenant's tier may use (a pool without `tiers` serves every tier).
@@ -177,11 +228,15 @@ class Simulator:
         }
         self._buckets: dict[str, TokenBucket] = {}
         self._leases: list[tuple[float, int, Allocation]] = []
+        # Entries of `_leases` whose allocation has ended: they wait for their due time to be popped, and
+        # keep the ended allocation alive meanwhile, so the heap is compacted when they pile up.
+        self._stale_leases = 0
         # Ended allocations by end time (a heap: a lease may end in the past of the last release).
         self._ended: list[tuple[float, int, Allocation]] = []
         simulation = self.config.simulation
         self.idempotency = IdempotencyStore(simulation.idempotency_ttl_seconds, simulation.idempotency_max_keys)
-        self.ledger = Ledger()
+        prices = {p.id: p.price_per_tflops_hour for p in self.config.pools}
+        self.ledger = Ledger(simulation.usage_period_seconds, prices)
         self.serving = Serving(self.config, self.seed, on_change=self._gpu_changed)
         # Allocations becoming ready, and allocations ending after a preemption's grace, by time.
         self._readiness: list[tuple[float, int, Allocation]] = []
@@ -212,21 +267,40 @@ class Simulator:
             if alloc.active:
                 self._end(alloc, EndReason.PREEMPTED, preempted_by=alloc.preempted_by, at=due)
         while self._leases and self._leases[0][0] <= now:
-            due, _, alloc = heapq.heappop(self._leases)
-            # A lease entry is stale when the allocation was used (or ended) after it was pushed.
-            if alloc.active and alloc.expires_at == due:
-                if alloc.inflight:
-                    # An inference is running: the allocation is not idle; look again when it ends.
-                    continue
-                # It ended when the lease ran out, not when the simulator next looked: billing and
-                # retention must not depend on when requests happen to arrive.
-                self._end(alloc, EndReason.EXPIRED, at=due)
-        retention = self.config.simulation.retention_seconds
-        while self._ended and self._ended[0][0] + retention <= now:
-            _, _, gone = heapq.heappop(self._ended)
-            self.allocations.pop(gone.allocation_id, None)
-            self._by_tenant[gone.tenant_id].pop(gone.allocation_id, None)
+            _, _, alloc = heapq.heappop(self._leases)
+            alloc.lease_queued = False
+            lease_due = alloc.expires_at  # None once ended
+            if lease_due is None:
+                self._stale_leases -= 1
+                continue
+            if alloc.inflight:
+                # Not idle: an inference is running; `finish_inference` queues it again.
+                continue
+            if lease_due > now:
+                # Used since the entry was queued: look again when the lease now runs out.
+                self._push_lease(alloc)
+                continue
+            # It ended when the lease ran out, not when the simulator next looked: billing and
+            # retention must not depend on when requests happen to arrive.
+            self._end(alloc, EndReason.EXPIRED, at=lease_due)
+        simulation = self.config.simulation
+        retention, kept = simulation.retention_seconds, simulation.retention_max_allocations
+        ended = self._ended
+        while ended and (len(ended) > kept or ended[0][0] + retention <= now):
+            self._forget(heapq.heappop(ended)[2])
         self.idempotency.expire(now)
+
+    def _forget(self, gone: Allocation) -> None:
+        """An ended allocation leaves the retention window: only its usage aggregates remain."""
+        self.allocations.pop(gone.allocation_id, None)
+        self._by_tenant[gone.tenant_id].pop(gone.allocation_id, None)
+        by_label = self._by_label[gone.tenant_id]
+        for label in gone.labels.items():
+            holders = by_label.get(label)
+            if holders is not None:
+                holders.pop(gone.allocation_id, None)
+                if not holders:
+                    del by_label[label]
 
     # ---- tenants -----------------------------------------------------------------------------------
 
@@ -332,16 +406,21 @@ class Simulator:
         self._kill_for_memory(pool.config, gpu, alloc)
         self.allocations[alloc.allocation_id] = alloc
         self._by_tenant[tenant_id][alloc.allocation_id] = alloc
+        by_label = self._by_label[tenant_id]
+        for label in alloc.labels.items():
+            holders = by_label.get(label)
+            if holders is None:
+                holders = by_label[label] = {}
+            holders[alloc.allocation_id] = alloc
         usage = self._tenant_usage[tenant_id]
         usage.active += 1
         usage.tflops += alloc.tflops
         self.ledger.open(alloc)
         self._push_lease(alloc)
-        snapshot = dataclasses.replace(alloc, labels=dict(alloc.labels))
         if key:
-            self.idempotency.remember(tenant_id, key, digest, snapshot, now)
+            self.idempotency.remember(tenant_id, key, digest, alloc, now)
         return AllocateResult(
-            allocation=snapshot,
+            allocation=as_first_answered(alloc),
             replayed=False,
             provision_s=pool.config.provision_ms / 1000,
             preempted=tuple(v.allocation_id for v in victims),
@@ -436,9 +515,24 @@ class Simulator:
         if quota.max_tflops is not None and usage.tflops + spec.tflops > quota.max_tflops + 1e-9:
             raise QuotaExceeded(f"Tenant {tenant_id} may hold at most {quota.max_tflops:g} TFLOPS.")
 
+    def _compact_leases(self) -> None:
+        """Drop the entries of ended allocations from the lease heap. Without this, a lease of T seconds at
+        R allocations a second keeps T × R ended allocations alive on the heap (300,000 for a 300 s lease
+        at 1,000 a second); with it, stale entries are at most half the heap (amortised O(1) per end)."""
+        live = []
+        for entry in self._leases:
+            if entry[2].active:
+                live.append(entry)
+            else:
+                entry[2].lease_queued = False
+        heapq.heapify(live)
+        self._leases = live
+        self._stale_leases = 0
+
     def _push_lease(self, alloc: Allocation) -> None:
         due = alloc.expires_at
-        if due is not None:
+        if due is not None and not alloc.lease_queued:
+            alloc.lease_queued = True
             heapq.heappush(self._leases, (due, alloc.seq, alloc))
 
     def get_allocation(self, tenant_id: str, allocation_id: str) -> Allocation:
@@ -458,21 +552,29 @@ class Simulator:
         limit: int = 100,
         after_seq: int = 0,
     ) -> tuple[list[Allocation], int | None]:
-        """A page of the tenant's readable allocations in creation order, and the seq to continue after."""
+        """A page of the tenant's readable allocations in creation order, and the seq to continue after.
+        Served from an index: a label's holders, or the live allocations when only active ones are asked
+        for; never a scan of everything kept."""
         self.tick()
         wanted = {AllocationState(s) for s in states}
-        page: list[Allocation] = []
-        for alloc in self._by_tenant[tenant_id].values():
-            if alloc.seq <= after_seq:
-                continue
-            if wanted and alloc.state not in wanted:
-                continue
-            if labels and any(alloc.labels.get(k) != v for k, v in labels.items()):
-                continue
-            if len(page) == limit:
-                return page, page[-1].seq
-            page.append(alloc)
-        return page, None
+        candidates: Iterable[Allocation]
+        if labels:
+            by_label = self._by_label[tenant_id]
+            candidates = min((by_label.get(item, {}) for item in labels.items()), key=len).values()
+        elif wanted == {AllocationState.ACTIVE}:
+            candidates = self.ledger.live(tenant_id)
+        else:
+            candidates = self._by_tenant[tenant_id].values()
+        return paginate(
+            (
+                a
+                for a in candidates
+                if (not wanted or a.state in wanted)
+                and not (labels and any(a.labels.get(k) != v for k, v in labels.items()))
+            ),
+            after_seq,
+            limit,
+        )
 
     def release(self, tenant_id: str, allocation_id: str) -> Allocation:
         """End the allocation; releasing one that already ended changes nothing."""
@@ -490,6 +592,11 @@ class Simulator:
         alloc.preempted_by = preempted_by
         # Its model server goes with it; requests still running on it are failed by their handlers.
         self.serving.detach(alloc.gpu_id, alloc.allocation_id, self.clock.now())
+        self.ledger.close(alloc)
+        if alloc.lease_queued:
+            self._stale_leases += 1
+            if self._stale_leases > max(STALE_LEASES_KEPT, len(self._leases) // 2):
+                self._compact_leases()
         heapq.heappush(self._ended, (alloc.ended_at, alloc.seq, alloc))
         for listener in self.on_allocation_ended:
             listener(alloc)
@@ -527,7 +634,8 @@ class Simulator:
         self.tick()
         now = self.clock.now()
         found: list[tuple[Allocation, str]] = []
-        for alloc in self.ledger.all(tenant_id):
+        kept = self.allocations.values() if tenant_id is None else self._by_tenant[tenant_id].values()
+        for alloc in kept:
             if alloc.active and now - alloc.created_at >= grace_s:
                 found.append((alloc, "still_active"))
             elif alloc.end_reason is EndReason.EXPIRED:
@@ -650,11 +758,11 @@ class Simulator:
         alloc = plan.allocation
         alloc.inflight -= 1
         plan.gpu.inflight -= 1
-        alloc.prompt_tokens += plan.prompt_tokens
-        alloc.completion_tokens += tokens_delivered
+        now = self.clock.now()
+        self.ledger.tokens(alloc, now, plan.prompt_tokens, tokens_delivered)
         if alloc.active:
             # The lease counts idle time from the end of the last inference.
-            alloc.last_used_at = self.clock.now()
+            alloc.last_used_at = now
             self._push_lease(alloc)
 
     def _gpu_changed(self, gpu_id: str) -> None:
@@ -690,9 +798,20 @@ class Simulator:
         )
 
     def usage(
-        self, tenant_id: str, since: float | None = None, until: float | None = None
-    ) -> tuple[list[UsageRecord], UsageTotals]:
+        self,
+        tenant_id: str,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        limit: int | None = None,
+        after_seq: int = 0,
+    ) -> UsagePage:
+        """The tenant's usage in `[since, until)` widened to whole usage periods: a page of per-allocation
+        records (allocations still kept, in creation order) and the exact totals of the whole window."""
         self.tick()
-        prices = {p.id: p.price_per_tflops_hour for p in self.config.pools}
-        records = self.ledger.records(tenant_id, self.clock.now(), prices, since, until)
-        return records, totals(records)
+        now = self.clock.now()
+        window = self.ledger.window(since, until)
+        held = (a for a in self._by_tenant[tenant_id].values() if window.overlaps(a.created_at, a.ended_or(now)))
+        allocations, next_seq = paginate(held, after_seq, limit)
+        records = [self.ledger.record(a, now, window) for a in allocations]
+        return UsagePage(records, next_seq, self.ledger.totals(tenant_id, now, window), window)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import aiohttp
 import pytest
 
 from mock_server import MockHostedAI
-from tests.conftest import ALLOCATE_QWEN, config_with
+from tests.conftest import ALLOCATE_GEMMA, ALLOCATE_QWEN, config_with
 from tests.helpers import expect_problem
 
 
@@ -121,3 +124,48 @@ async def test_request_id_is_echoed_or_generated(client: aiohttp.ClientSession) 
         generated = resp.headers["X-Request-Id"]
         assert generated.startswith("req_")
         assert (await resp.json(content_type=None))["request_id"] == generated
+
+
+async def _send_half_a_body_and_hang_up(url: str, head: bytes) -> None:
+    host, port = url.removeprefix("http://").split(":")[:2]
+    _reader, writer = await asyncio.open_connection(host, int(port.split("/")[0]))
+    writer.write(head + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"pool_id": ')
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler is reading the body now
+    writer.close()
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_a_500(
+    mock: MockHostedAI, anonymous: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    await _send_half_a_body_and_hang_up(
+        mock.url, b"POST /v1/allocate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + mock.api_key.encode() + b"\r\n"
+    )
+    for _ in range(100):  # the server notices the hang-up on its next turn of the loop
+        entries, _ = mock.state.journal.query(operation="allocate")
+        if entries:
+            break
+        await asyncio.sleep(0.05)
+    assert [e["status"] for e in entries] == [None]  # no status was sent
+    async with anonymous.get("/metrics") as resp:
+        metrics = await resp.text()
+    assert 'operation="createAllocation",status="499"' in metrics
+    assert 'status="500"' not in metrics
+    assert "client went away during createAllocation" in caplog.text
+    assert "unhandled error" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_integer_valued_floats_are_integers(client: aiohttp.ClientSession) -> None:
+    # `2048.0` is the integer 2048 in JSON Schema: the text generator and the placement index once got
+    # the float and crashed.
+    body = {**ALLOCATE_GEMMA, "requirements": {**ALLOCATE_GEMMA["requirements"], "vram_mb": 2048.0}}
+    async with client.post("/v1/allocate", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        created = await resp.json()
+    assert created["vram_mb"] == 2048
+    inference = {"allocation_id": created["allocation_id"], "prompt": "hi", "max_tokens": 2.0}
+    async with client.post("/v1/inference", json=inference) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["usage"]["completion_tokens"] <= 2

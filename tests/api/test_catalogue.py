@@ -9,7 +9,7 @@ import aiohttp
 import yaml
 
 from mock_server import MockHostedAI
-from tests.conftest import ALLOCATE_GEMMA, ALLOCATE_QWEN
+from tests.conftest import ALLOCATE_GEMMA, ALLOCATE_QWEN, config_with
 from tests.helpers import allocate, expect_problem
 
 
@@ -70,15 +70,61 @@ async def test_usage_meters_held_capacity_and_tokens_with_cost(
     assert usage["totals"]["allocations"] == 1
 
 
-async def test_usage_window_clips_held_time(client: aiohttp.ClientSession, mock: MockHostedAI) -> None:
+async def test_usage_window_is_widened_to_whole_periods(client: aiohttp.ClientSession, mock: MockHostedAI) -> None:
     await allocate(client, ALLOCATE_GEMMA)
-    mock.advance(3600)
+    mock.advance(7200)
     params = {"since": "2026-01-01T00:30:00Z", "until": "2026-01-01T00:45:00Z"}
     async with client.get("/v1/usage", params=params) as resp:
-        (record,) = (await resp.json())["records"]
-    assert record["tflops_seconds"] == 5 * 900
+        usage = await resp.json()
+    (record,) = usage["records"]
+    assert (usage["since"], usage["until"]) == ("2026-01-01T00:00:00.000Z", "2026-01-01T01:00:00.000Z")
+    assert usage["period_seconds"] == 3600
+    assert record["tflops_seconds"] == usage["totals"]["tflops_seconds"] == 5 * 3600
     async with client.get("/v1/usage", params={"since": "2026-01-02T00:00:00Z"}) as resp:
         assert (await resp.json())["records"] == []
+
+
+async def test_usage_pages_json_and_csv_with_totals_of_the_whole_window(
+    client: aiohttp.ClientSession, mock: MockHostedAI
+) -> None:
+    made = []
+    for _ in range(5):
+        alloc = await allocate(client, ALLOCATE_GEMMA)
+        made.append(alloc["allocation_id"])
+        mock.advance(10)
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        async with client.get("/v1/usage", params=params) as resp:
+            page = await resp.json()
+        assert page["totals"]["allocations"] == 5  # every page: the whole window's
+        seen += [r["allocation_id"] for r in page["records"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made
+    rows, url = [], "/v1/usage?limit=2"
+    while url:
+        async with client.get(url, headers={"Accept": "text/csv"}) as resp:
+            rows += list(csv.DictReader(io.StringIO(await resp.text())))
+            url = str(resp.links["next"]["url"]) if "next" in resp.links else ""
+    assert [r["allocation_id"] for r in rows] == made
+
+
+async def test_usage_totals_stay_exact_after_the_detail_is_gone(session_for: type) -> None:
+    config = config_with(simulation=lambda s: {**s, "retention_max_allocations": 2})
+    async with MockHostedAI(config, clock="manual") as mock, session_for(mock.url, mock.api_key) as client:
+        for _ in range(6):
+            alloc = await allocate(client, ALLOCATE_GEMMA)
+            mock.advance(60)
+            async with client.delete(f"/v1/allocate/{alloc['allocation_id']}"):
+                pass
+        async with client.get("/v1/usage") as resp:
+            usage = await resp.json()
+    assert len(usage["records"]) == 2  # the detail of the last two only
+    assert usage["totals"]["allocations"] == 6
+    assert usage["totals"]["tflops_seconds"] == 6 * 5 * 60
+    assert usage["totals"]["cost"] == round(6 * 5 * 60 / 3600 * 0.002, 9)
 
 
 async def test_usage_exports_csv(client: aiohttp.ClientSession, mock: MockHostedAI) -> None:
@@ -123,3 +169,17 @@ async def test_the_contract_is_served_as_yaml_and_json(anonymous: aiohttp.Client
     assert as_yaml == as_json
     assert as_json["openapi"].startswith("3.1")
     assert "/v1/allocate" in as_json["paths"]
+
+
+async def test_metrics_labels_come_only_from_the_config_whatever_clients_send(client: aiohttp.ClientSession) -> None:
+    for i in range(50):
+        body = {**ALLOCATE_GEMMA, "pool_id": f"made-up-{i}"}
+        async with client.post("/v1/allocate", json=body) as resp:
+            await expect_problem(resp, 404, "not_found")
+    async with client.post("/v1/bogus-path-0") as resp:
+        assert resp.status == 404
+    async with client.get("/metrics") as resp:
+        text = await resp.text()
+    assert "made-up" not in text
+    assert "bogus" not in text
+    assert 'hostedai_sim_allocations_total{outcome="not_found",pool="unknown"} 50.0' in text

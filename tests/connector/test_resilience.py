@@ -34,6 +34,7 @@ from harness.connector import (
 from harness.connector.errors import NotImplementedByServer, QuotaExceeded
 from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
+from mock_server.sim.simulator import AllocationSpec
 from tests.conftest import config_with, slow_config
 from tests.connector.conftest import ConnectorFactory, SleepRecorder
 
@@ -335,10 +336,10 @@ async def test_a_rotated_key_is_reread_on_401_and_retried_once(
         async with HostedAiConnector(settings, metrics=ConnectorMetrics(CollectorRegistry()), sleep=sleeps) as c:
             with pytest.raises(Unauthorized):
                 await c.list_pools()  # the source still holds the old key: one 401, no retry storm
-            assert len(mock.state.journal.query(operation="pools")) == 1
+            assert len(mock.state.journal.query(operation="pools")[0]) == 1
             monkeypatch.setenv("HOSTED_AI_API_KEY", "key-2")  # rotated at the source
             assert len(await c.list_pools()) == 2
-        assert [e["status"] for e in mock.state.journal.query(operation="pools")] == [401, 401, 200]
+        assert [e["status"] for e in mock.state.journal.query(operation="pools")[0]] == [401, 401, 200]
 
 
 async def test_the_api_key_never_appears_in_logs_or_errors(
@@ -415,3 +416,57 @@ async def test_capacity_exhausted_can_be_left_to_the_caller(
         await make_connector().request_allocation(QWEN, retry_capacity_exhausted=False)
     assert sleeps.delays == []
     assert len(await admin.journal(operation="allocate")) == 1
+
+
+async def test_usage_follows_every_page_of_records(make_connector: ConnectorFactory, mock: MockHostedAI) -> None:
+    spec = AllocationSpec("gpu-pool-2", "gemma-270m", 0.01, 2048)
+    made = []
+    for _ in range(1205):  # more than one page of the server's default 1,000 records
+        alloc = mock.sim.allocate("dev", spec, request_id="r").allocation
+        mock.sim.release("dev", alloc.allocation_id)
+        made.append(alloc.allocation_id)
+    report = await make_connector().usage()
+    assert [r.allocation_id for r in report.records] == made
+    assert report.totals.allocations == 1205
+
+
+async def _background_done(connector: HostedAiConnector) -> None:
+    """Until the connector's background clean-ups (release retries) have finished."""
+    async with asyncio.timeout(5):
+        while connector._background:
+            await asyncio.wait(set(connector._background))
+
+
+def _sample(connector: HostedAiConnector, name: str) -> float:
+    value = connector.metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+async def test_a_failed_release_is_retried_in_the_background_at_once(
+    make_connector: ConnectorFactory, admin: ControlPlane, mock: MockHostedAI, sleeps: SleepRecorder
+) -> None:
+    connector = make_connector()
+    # The release call's own 4 attempts fail; the first background retry goes through.
+    await admin.add_fault({**_error(500, "internal_error", "release"), "times": 4})
+    async with connector.allocation(QWEN):
+        pass
+    assert _sample(connector, "hosted_ai_releases_pending") == 1
+    await _background_done(connector)
+    assert _active(mock) == 0  # released without waiting for close()
+    assert _sample(connector, "hosted_ai_releases_pending") == 0
+    assert _sample(connector, "hosted_ai_releases_abandoned_total") == 0
+    assert sleeps.delays == [0.1, 0.2, 0.4, 0.1]  # the call's backoff, then the background retry's
+
+
+async def test_a_release_that_keeps_failing_is_abandoned_after_bounded_retries_and_close_tries_again(
+    make_connector: ConnectorFactory, admin: ControlPlane, mock: MockHostedAI
+) -> None:
+    connector = make_connector()
+    await admin.add_fault({**_error(500, "internal_error", "release"), "times": 16})  # 1 + 3 calls of 4 attempts
+    async with connector.allocation(QWEN):
+        pass
+    await _background_done(connector)
+    assert _sample(connector, "hosted_ai_releases_abandoned_total") == 1
+    assert (_active(mock), _sample(connector, "hosted_ai_releases_pending")) == (1, 1)
+    await connector.close()  # the fault is spent: the last try succeeds
+    assert (_active(mock), _sample(connector, "hosted_ai_releases_pending")) == (0, 0)

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
 from mock_server.api.app import create_app
 from mock_server.config import ConfigError
@@ -165,6 +166,24 @@ async def test_journal_is_a_bounded_ring_buffer(session_for: type) -> None:
     assert [e["seq"] for e in entries] == [3, 4, 5]
 
 
+async def test_journal_and_state_come_in_pages_the_control_plane_client_follows(
+    admin: aiohttp.ClientSession, client: aiohttp.ClientSession, mock: MockHostedAI
+) -> None:
+    for _ in range(5):
+        await allocate(client, ALLOCATE_GEMMA)
+    first = await _json(admin.get("/_admin/journal", params={"limit": "2"}))
+    assert [e["seq"] for e in first["entries"]] == [1, 2]
+    assert first["next_since_seq"] == 2
+    last = await _json(admin.get("/_admin/journal", params={"since_seq": "4"}))
+    assert ([e["seq"] for e in last["entries"]], last["next_since_seq"]) == ([5], None)
+    page = await _json(admin.get("/_admin/state", params={"limit": "2"}))
+    assert len(page["allocations"]) == 2
+    assert page["next_cursor"] is not None
+    async with ControlPlane(mock.url, "dev-admin") as control:
+        assert len((await control.state())["allocations"]) == 5
+        assert [e["seq"] for e in await control.journal()] == [1, 2, 3, 4, 5]
+
+
 async def test_leak_report_lists_forgotten_and_expired_allocations(
     admin: aiohttp.ClientSession, client: aiohttp.ClientSession, team_b: aiohttp.ClientSession, mock: MockHostedAI
 ) -> None:
@@ -289,3 +308,45 @@ async def test_same_seed_same_requests_same_journal_byte_for_byte() -> None:
     assert any(status == 200 for status, _ in (e for e in first if isinstance(e, tuple)))
     other = await _run_sequence(6)
     assert other != first
+
+
+async def test_ids_never_repeat_across_restarts_and_resets_unless_seeded() -> None:
+    async def ids(seed: int | None) -> list[str]:
+        found = []
+        async with MockHostedAI(clock="manual", seed=seed) as mock:
+            for _ in range(2):
+                async with aiohttp.ClientSession(
+                    base_url=mock.url, headers={"Authorization": f"Bearer {mock.api_key}"}
+                ) as client:
+                    alloc = await allocate(client, ALLOCATE_GEMMA)
+                    async with client.get("/health") as resp:
+                        found += [alloc["allocation_id"], resp.headers["X-Request-Id"]]
+                    async with client.post("/_admin/reset", headers={"X-Admin-Token": "dev-admin"}) as resp:
+                        assert resp.status == 200
+        return found
+
+    unseeded = [*await ids(None), *await ids(None)]  # two runs, two resets each
+    assert len(set(unseeded)) == len(unseeded) == 8
+    assert await ids(5) == await ids(5)  # a seeded run replays, ids included
+
+
+async def test_reset_on_the_real_clock_continues_from_the_wall_clock() -> None:
+    async with (
+        MockHostedAI(clock="real") as mock,
+        aiohttp.ClientSession(base_url=mock.url, headers={"X-Admin-Token": "dev-admin"}) as admin,
+    ):
+        await asyncio.sleep(0.3)
+        before = (await _json(admin.get("/_admin/state")))["clock"]["now"]
+        after = (await _json(admin.post("/_admin/reset")))["clock"]["now"]
+    assert after >= before  # RFC 3339 in UTC with a fixed width: compared as text
+
+
+async def test_an_allocation_just_made_is_a_leak_at_grace_0_on_the_manual_clock(
+    admin: aiohttp.ClientSession, client: aiohttp.ClientSession
+) -> None:
+    held = await allocate(client, ALLOCATE_GEMMA)
+    # No simulated time has passed: age 0 is not "past" grace 0, but it is still held.
+    leaks = (await _json(admin.get("/_admin/leaks", params={"grace_s": "0"})))["leaks"]
+    assert [(leak["allocation_id"], leak["reason"], leak["age_s"]) for leak in leaks] == [
+        (held["allocation_id"], "still_active", 0)
+    ]

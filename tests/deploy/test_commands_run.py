@@ -114,8 +114,45 @@ async def _get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int,
         return response.status, response.content_type, text
 
 
+def _compose_environment(name: str, **set_variables: str) -> dict[str, str]:
+    """A compose service's `environment`, rendered with `set_variables` set and every other variable unset."""
+    rendered = {}
+    for key, value in services()[name].get("environment", {}).items():
+        for variable, given in set_variables.items():
+            value = str(value).replace("${" + variable + ":-}", given)
+        rendered[key] = interpolate(str(value))
+    return rendered
+
+
+ADMIN_TOKEN = "compose-admin-3f1c9d"
+
+
+async def test_the_compose_mock_refuses_to_start_on_every_interface_without_a_token() -> None:
+    words = command(services()["mock"])
+    module, function = entry_point(words[0]).split(":")
+    env = {k: v for k, v in os.environ.items() if k != "HOSTEDAI_ADMIN_TOKEN"} | _compose_environment("mock")
+    # As written (0.0.0.0): refused before anything listens, so nothing leaves loopback here.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        f"import sys; from {module} import {function}; sys.exit({function}())",
+        *words[1:],
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, err
+    assert out == b""
+    (line,) = err.decode().splitlines()
+    assert "built-in admin token" in line
+    assert "HOSTEDAI_ADMIN_TOKEN" in line
+
+
 async def test_the_compose_services_start_and_pass_their_health_checks(tmp_path: Path) -> None:
-    async with _running("mock", tmp_path) as (mock_host, mock_port):
+    mock_env = _compose_environment("mock", HOSTEDAI_ADMIN_TOKEN=ADMIN_TOKEN)
+    async with _running("mock", tmp_path, mock_env) as (mock_host, mock_port):
         harpoon_env = {key: interpolate(str(value)) for key, value in services()["harpoon"]["environment"].items()}
         # Only the address differs: the compose network's `mock` is this process's loopback port.
         harpoon_env["HOSTED_AI_BASE_URL"] = f"http://{mock_host}:{mock_port}"
@@ -133,6 +170,11 @@ async def test_the_compose_services_start_and_pass_their_health_checks(tmp_path:
             for host, port in ((mock_host, mock_port), (harpoon_host, harpoon_port)):
                 status, content_type, _ = await _get(f"http://{host}:{port}/metrics")
                 assert (status, content_type) == (200, "text/plain")
+
+            # The control plane takes the token from the environment, not the built-in one.
+            mock_url = f"http://{mock_host}:{mock_port}"
+            assert (await _get(f"{mock_url}/_admin/state", {"X-Admin-Token": ADMIN_TOKEN}))[0] == 200
+            assert (await _get(f"{mock_url}/_admin/state", {"X-Admin-Token": "dev-admin"}))[0] == 401
 
             # The compose default key is one the mock accepts.
             key = harpoon_env["HOSTED_AI_API_KEY"]

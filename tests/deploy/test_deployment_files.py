@@ -20,6 +20,7 @@ import yaml
 
 from harness.service import ServiceConfigError, load_service_config, parse_service_config
 from harness.service.config import ServiceSettings
+from mock_server.cli import ADMIN_TOKEN_ENV
 from mock_server.config import default_config
 from tests.deploy.files import (
     COMPOSE_CONFIG,
@@ -52,6 +53,7 @@ HARPOON_PORT = ServiceSettings.model_fields["port"].default
 LISTEN_PORTS = {"mock": MOCK_PORT, "harpoon": HARPOON_PORT}
 K8S_DEPLOYMENTS = {"mock": "hostedai-mock", "harpoon": "harpoon-hostedai"}
 GUIDE_SECRET_REF = {"name": "hostedai-credentials", "key": "api-key"}
+MOCK_ADMIN_SECRET_REF = {"name": "hostedai-mock-admin", "key": "admin-token"}
 HEALTH_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/health\b")
 LOADTESTS = ROOT / "loadtests"
 LOCUST_DOCKERFILE = ROOT / "deploy" / "locust" / "Dockerfile"
@@ -143,6 +145,13 @@ def test_harpoon_gets_every_variable_its_config_reads() -> None:
     assert environment["HOSTED_AI_API_KEY"] == "${HOSTED_AI_API_KEY:-dev-key}"
     # The Dockerfile's own HEALTHCHECK reads HEALTH_PORT: right even where compose's is not used.
     assert int(environment["HEALTH_PORT"]) == HARPOON_PORT
+
+
+def test_compose_gives_the_mock_its_admin_token_from_the_environment_and_no_default() -> None:
+    mock = services()["mock"]
+    assert parse_command(command(mock)).host == "0.0.0.0"  # inside its container
+    assert mock["environment"] == {ADMIN_TOKEN_ENV: "${" + ADMIN_TOKEN_ENV + ":-}"}
+    assert interpolate(mock["environment"][ADMIN_TOKEN_ENV]) == ""  # unset: the mock refuses to start
 
 
 def test_the_default_api_key_is_one_the_mock_accepts() -> None:
@@ -393,12 +402,39 @@ def test_kustomize_renders_the_manifests() -> None:
     assert names == {(doc["kind"], doc["metadata"]["name"]) for doc in k8s_applied()}
 
 
-def test_the_example_secret_is_what_harpoon_reads_with_a_placeholder() -> None:
-    (secret,) = k8s_documents("secret.example.yaml")
-    assert secret["kind"] == "Secret"
-    assert secret["metadata"]["name"] == GUIDE_SECRET_REF["name"]
-    assert set(secret["stringData"]) == {GUIDE_SECRET_REF["key"]}
-    assert "REPLACE" in secret["stringData"][GUIDE_SECRET_REF["key"]]
+def test_the_example_secrets_are_what_the_manifests_read_with_placeholders() -> None:
+    secrets = {doc["metadata"]["name"]: doc for doc in k8s_documents("secret.example.yaml")}
+    assert set(secrets) == {GUIDE_SECRET_REF["name"], MOCK_ADMIN_SECRET_REF["name"]}
+    for ref in (GUIDE_SECRET_REF, MOCK_ADMIN_SECRET_REF):
+        secret = secrets[ref["name"]]
+        assert secret["kind"] == "Secret"
+        assert set(secret["stringData"]) == {ref["key"]}
+        assert "REPLACE" in secret["stringData"][ref["key"]]
+
+
+def test_the_mock_reads_its_admin_token_from_a_secret_not_the_built_in_one() -> None:
+    mock = only_container(k8s_object("Deployment", K8S_DEPLOYMENTS["mock"]))
+    args = parse_command(mock["command"])
+    assert args.host == "0.0.0.0"  # where the built-in token is refused: the Secret is required
+    assert args.admin_token is None
+    env = {var["name"]: var for var in mock["env"]}
+    assert env[ADMIN_TOKEN_ENV] == {"name": ADMIN_TOKEN_ENV, "valueFrom": {"secretKeyRef": MOCK_ADMIN_SECRET_REF}}
+
+
+def test_only_harpoon_and_labelled_clients_may_reach_the_mock() -> None:
+    (policy,) = [doc for doc in k8s_applied() if doc["kind"] == "NetworkPolicy"]
+    mock = k8s_object("Deployment", K8S_DEPLOYMENTS["mock"])
+    harpoon = k8s_object("Deployment", K8S_DEPLOYMENTS["harpoon"])
+    mock_labels = mock["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= mock_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    allowed = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # this namespace's pods only
+    assert any(labels.items() <= harpoon["spec"]["template"]["metadata"]["labels"].items() for labels in allowed)
+    assert {"hostedai-testkit/mock-client": "true"} in allowed
+    (port,) = rule["ports"]
+    assert container_port(only_container(mock), port["port"]) == MOCK_PORT
 
 
 def test_harpoon_reads_its_key_from_the_guides_secret() -> None:

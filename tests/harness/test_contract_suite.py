@@ -94,7 +94,7 @@ async def test_live_mode_allocates_within_its_budget_and_releases_everything() -
     async with MockHostedAI(clock="manual") as mock:
         live = Target(url=mock.url, api_key=mock.api_key, label=mock.url)  # no control plane: treated as live
         result = await ContractSuite().run(live, RunOptions(seed=3, examples=5, max_allocations=8))
-        made = mock.sim.ledger.all()
+        made = list(mock.sim.allocations.values())
         still_active = [a for a in made if a.active]
     assert result.ok, _failed(result)
     assert 1 <= len(made) <= 8

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from harness.service import create_service_app
-from harness.service.keys import CONNECTOR
+from harness.service.cli import render_protocol_problem
+from harness.service.keys import CONNECTOR, REGISTRY
+from harness.service.serving import ConnectionLimits, serve
 from mock_server import MockHostedAI
 from tests.orchestrator.support import SIMPLE_TEXT, UNAVAILABLE, add_fault
 from tests.service.conftest import ServiceClient, StartService, contract_validator, harpoon_config
@@ -98,3 +103,40 @@ async def test_the_app_builds_and_closes_its_own_connector(
     session = app[CONNECTOR].session
     await service.close()
     assert session.closed
+
+
+async def test_a_client_that_hangs_up_mid_body_is_counted_as_499_not_500(
+    hostedai: MockHostedAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Served as harpoon-service serves it (aiohttp's test server would cancel the handler instead).
+    caplog.set_level(logging.INFO)
+    app = create_service_app(harpoon_config(hostedai.url))
+    stop, url = asyncio.Event(), asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(
+        serve(
+            app,
+            host="127.0.0.1",
+            port=0,
+            limits=ConnectionLimits(),
+            render_problem=render_protocol_problem,
+            started=url.set_result,
+            stop=stop.wait,
+        )
+    )
+    host, port = (await url).removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v2/process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+    writer.write(b"Content-Length: 100\r\n\r\n{")
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler is reading the body now
+    writer.close()
+    for _ in range(100):  # the service notices the hang-up on its next turn of the loop
+        if "went away" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    metrics = generate_latest(app[REGISTRY]).decode()
+    stop.set()
+    await serving
+    assert 'harpoon_requests_total{status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

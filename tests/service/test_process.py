@@ -3,6 +3,7 @@ HostedAI's failures as 502/503/504 problems, with nothing left allocated."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -87,6 +88,40 @@ async def test_a_body_over_the_size_limit_is_413(hostedai: MockHostedAI, service
     resp = await service.post("/v2/process", json=process_body("x" * (3 * 1024 * 1024)))
     await expect_problem(resp, 413, "payload_too_large")
     assert hostedai.sim.allocations == {}
+
+
+async def test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read(
+    hostedai: MockHostedAI, service: ServiceClient
+) -> None:
+    url = service.make_url("/")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        "POST /v2/process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {3 * 1024 * 1024}\r\n\r\n"
+    )
+    writer.write(head.encode())  # and not a byte of the body: the answer must not wait for it
+    async with asyncio.timeout(5):
+        status_line = await reader.readline()
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    assert hostedai.sim.allocations == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " ".join(["a"] * 40_000),  # a 40,000-word text within the contract's 100,000 characters
+        "🙂" * 90_000,  # 90,000 emoji: one token each
+    ],
+    ids=["40k-words", "90k-emoji"],
+)
+async def test_a_text_the_model_cannot_take_is_422_before_anything_is_allocated(
+    hostedai: MockHostedAI, service: ServiceClient, text: str
+) -> None:
+    problem = await expect_problem(await service.post("/v2/process", json=process_body(text)), 422, "validation_failed")
+    assert [error["path"] for error in problem["errors"]] == ["/body/text"]
+    assert hostedai.sim.allocations == {}  # nothing allocated, nothing billed
+    assert [e["operation"] for e in hostedai.state.journal.query()[0]] == ["pools", "models"]  # only the catalogue
 
 
 async def test_a_bad_tenant_header_is_422(service: ServiceClient) -> None:

@@ -9,7 +9,7 @@ import pytest
 from mock_server.sim.clock import ManualClock
 from mock_server.sim.errors import NotFound
 from mock_server.sim.model import Allocation, AllocationState, EndReason
-from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, Simulator
+from mock_server.sim.simulator import STALE_LEASES_KEPT, AllocationSpec, InferencePlan, InferenceSpec, Simulator
 
 SimFactory = Callable[..., Simulator]
 
@@ -126,12 +126,12 @@ def test_expired_allocation_ends_and_stops_billing_when_its_lease_ran_out(
     ended = sim.get_allocation("dev", alloc.allocation_id)
     assert ended.state is AllocationState.EXPIRED
     assert ended.ended_at == 60.0
-    records, totals = sim.usage("dev")
-    assert records[0].tflops_seconds == pytest.approx(10 * 60)
-    assert totals.tflops_seconds == pytest.approx(10 * 60)
+    usage = sim.usage("dev")
+    assert usage.records[0].tflops_seconds == pytest.approx(10 * 60)
+    assert usage.totals.tflops_seconds == pytest.approx(10 * 60)
 
 
-def test_ended_allocation_disappears_after_retention_but_stays_in_usage(
+def test_ended_allocation_disappears_after_retention_but_stays_in_the_usage_totals(
     make_sim: SimFactory, clock: ManualClock
 ) -> None:
     sim = make_sim(simulation={"retention_seconds": 600})
@@ -146,11 +146,69 @@ def test_ended_allocation_disappears_after_retention_but_stays_in_usage(
         sim.get_allocation("dev", alloc.allocation_id)
     assert sim.list_allocations("dev")[0] == []
     assert alloc.allocation_id not in sim.allocations
-    records, totals = sim.usage("dev")
-    assert [r.allocation_id for r in records] == [alloc.allocation_id]
-    assert records[0].tflops_seconds == pytest.approx(10 * 100)
-    assert records[0].ended_at == 100.0
-    assert totals.allocations == 1
+    usage = sim.usage("dev")
+    assert usage.records == []  # the per-allocation detail went with the allocation
+    assert usage.totals.allocations == 1  # the bill did not
+    assert usage.totals.tflops_seconds == pytest.approx(10 * 100)
+
+
+def test_retention_keeps_at_most_so_many_ended_allocations_on_a_clock_that_never_moves(
+    make_sim: SimFactory, clock: ManualClock
+) -> None:
+    sim = make_sim(simulation={"retention_seconds": 1e9, "retention_max_allocations": 3})
+    made = []
+    for _ in range(10):
+        alloc = allocate(sim, ttl=None, tflops=1)
+        sim.release("dev", alloc.allocation_id)
+        made.append(alloc.allocation_id)
+    live = allocate(sim, ttl=None, tflops=1)
+    sim.tick()
+    assert list(sim.allocations) == [*made[-3:], live.allocation_id]  # the last 3 ended, and the live one
+    assert [a.allocation_id for a in sim.list_allocations("dev")[0]] == [*made[-3:], live.allocation_id]
+    assert sim.usage("dev").totals.allocations == 11
+
+
+def test_retention_purges_on_the_manual_clock_when_it_is_advanced(make_sim: SimFactory, clock: ManualClock) -> None:
+    sim = make_sim(simulation={"retention_seconds": 10})
+    alloc = allocate(sim, ttl=None)
+    sim.release("dev", alloc.allocation_id)
+    clock.advance(10)
+    sim.tick()  # what `POST /_admin/clock/advance` does after moving the clock
+    assert sim.allocations == {}
+
+
+def test_the_lease_heap_holds_one_entry_per_allocation_however_often_it_is_used(
+    make_sim: SimFactory, clock: ManualClock
+) -> None:
+    sim = make_sim()
+    alloc = allocate(sim, ttl=60)
+    for _ in range(100):
+        plan = sim.start_inference("dev", InferenceSpec(alloc.allocation_id, "hello"))
+        sim.finish_inference(plan, plan.completion_tokens)
+    assert len(sim._leases) == 1
+    clock.advance(59)
+    plan = sim.start_inference("dev", InferenceSpec(alloc.allocation_id, "hello"))
+    sim.finish_inference(plan, plan.completion_tokens)  # used at 59: the lease now runs to 119
+    clock.advance(59.5)
+    assert state(sim, alloc) is AllocationState.ACTIVE
+    assert len(sim._leases) == 1
+    clock.advance(0.5)
+    assert state(sim, alloc) is AllocationState.EXPIRED
+    assert sim._leases == []
+
+
+def test_released_allocations_do_not_pile_up_on_the_lease_heap(make_sim: SimFactory, clock: ManualClock) -> None:
+    # A 300 s lease, thousands of allocations released long before it runs out, a clock that never
+    # moves: the ended ones' lease entries must not keep them alive (they once held ~2 KB a cycle).
+    sim = make_sim(simulation={"retention_max_allocations": 10})
+    survivor = allocate(sim, ttl=300)
+    for _ in range(5000):
+        sim.release("dev", allocate(sim, ttl=300).allocation_id)
+    assert len(sim._leases) <= STALE_LEASES_KEPT + 2
+    assert sum(1 for _, _, a in sim._leases if a.active) == 1
+    clock.advance(300)
+    assert state(sim, survivor) is AllocationState.EXPIRED  # the live lease still runs out on time
+    assert sim._leases == []
 
 
 def test_active_allocations_are_never_dropped_by_retention(make_sim: SimFactory, clock: ManualClock) -> None:

@@ -111,7 +111,8 @@ def test_usage_bills_tflops_and_vram_for_the_time_held(make_sim: SimFactory, clo
     clock.advance(100)
     sim.release("dev", alloc.allocation_id)
     clock.advance(500)  # nothing is billed after the release
-    (record,), totals = sim.usage("dev")
+    usage = sim.usage("dev")
+    (record,), totals = usage.records, usage.totals
     assert record.allocation_id == alloc.allocation_id
     assert record.tflops_seconds == pytest.approx(10 * 100)
     assert record.vram_mb_seconds == pytest.approx(200 * 100)
@@ -126,9 +127,9 @@ def test_an_active_allocation_accrues_until_now(make_sim: SimFactory, clock: Man
     sim = priced_sim(make_sim)
     allocate(sim, 4, 100)
     clock.advance(30)
-    assert sim.usage("dev")[1].tflops_seconds == pytest.approx(120)
+    assert sim.usage("dev").totals.tflops_seconds == pytest.approx(120)
     clock.advance(30)
-    (record,), _ = sim.usage("dev")
+    (record,) = sim.usage("dev").records
     assert record.tflops_seconds == pytest.approx(240)
     assert record.vram_mb_seconds == pytest.approx(6000)
     assert record.ended_at is None
@@ -144,7 +145,8 @@ def test_usage_totals_are_the_sum_of_the_records(make_sim: SimFactory, clock: Ma
     allocate(sim, 0.1, 100)
     clock.advance(3.3)
     allocate(sim, 1, 100, tenant="team-b")  # another tenant's usage is not in dev's bill
-    records, totals = sim.usage("dev")
+    usage = sim.usage("dev")
+    records, totals = usage.records, usage.totals
     assert totals.allocations == len(records) == 3
     assert totals.tflops_seconds == pytest.approx(sum(r.tflops_seconds for r in records))
     assert totals.vram_mb_seconds == pytest.approx(sum(r.vram_mb_seconds for r in records))
@@ -154,8 +156,11 @@ def test_usage_totals_are_the_sum_of_the_records(make_sim: SimFactory, clock: Ma
     assert totals.cost == pytest.approx(totals.tflops_seconds / 3600 * 0.36)
 
 
-def test_a_usage_window_clips_the_time_held(make_sim: SimFactory, clock: ManualClock) -> None:
-    sim = priced_sim(make_sim)
+def test_a_usage_window_clips_the_time_held_to_whole_periods(make_sim: SimFactory, clock: ManualClock) -> None:
+    sim = make_sim(
+        [{"price_per_tflops_hour": 0.36, "tflops_per_gpu": 100.0, "vram_mb_per_gpu": 1000}],
+        simulation={"usage_period_seconds": 25},
+    )
     a = allocate(sim, 10, 100)  # held 0 → 100
     clock.advance(50)
     b = allocate(sim, 2, 300)  # held 50 → now (200)
@@ -164,17 +169,18 @@ def test_a_usage_window_clips_the_time_held(make_sim: SimFactory, clock: ManualC
     clock.advance(50)
     late = allocate(sim, 1, 100)  # created at 150
     clock.advance(50)
-    records, totals = sim.usage("dev", since=25, until=75)
-    by_id = {r.allocation_id: r for r in records}
+    usage = sim.usage("dev", since=30, until=70)  # widened to the periods [25, 75)
+    assert (usage.window.since, usage.window.until) == (25, 75)
+    by_id = {r.allocation_id: r for r in usage.records}
     assert set(by_id) == {a.allocation_id, b.allocation_id}  # `late` starts after the window
     assert by_id[a.allocation_id].tflops_seconds == pytest.approx(10 * 50)
     assert by_id[b.allocation_id].tflops_seconds == pytest.approx(2 * 25)
     assert by_id[b.allocation_id].vram_mb_seconds == pytest.approx(300 * 25)
-    assert totals.tflops_seconds == pytest.approx(550)
-    after, _ = sim.usage("dev", since=120)
+    assert usage.totals.tflops_seconds == pytest.approx(550)
+    after = sim.usage("dev", since=120).records  # from 100
     assert {r.allocation_id for r in after} == {b.allocation_id, late.allocation_id}  # `a` ended at 100
     assert {r.allocation_id: r.tflops_seconds for r in after} == pytest.approx(
-        {b.allocation_id: 2 * 80, late.allocation_id: 1 * 50}
+        {b.allocation_id: 2 * 100, late.allocation_id: 1 * 50}
     )
 
 
@@ -189,12 +195,12 @@ def test_tokens_accumulate_per_allocation(make_sim: SimFactory) -> None:
     sim.finish_inference(second, 3)  # cut short: only the delivered tokens count
     sim.finish_inference(third, third.completion_tokens)
     sim.finish_inference(third, third.completion_tokens)  # finishing twice counts once
-    by_id = {r.allocation_id: r for r in sim.usage("dev")[0]}
+    by_id = {r.allocation_id: r for r in sim.usage("dev").records}
     assert by_id[a.allocation_id].prompt_tokens == first.prompt_tokens + second.prompt_tokens
     assert by_id[a.allocation_id].completion_tokens == first.completion_tokens + 3
     assert by_id[b.allocation_id].prompt_tokens == third.prompt_tokens
     assert by_id[b.allocation_id].completion_tokens == third.completion_tokens
-    totals = sim.usage("dev")[1]
+    totals = sim.usage("dev").totals
     assert totals.completion_tokens == first.completion_tokens + 3 + third.completion_tokens
 
 
@@ -218,7 +224,7 @@ def test_same_idempotency_key_and_body_replays_the_allocation(make_sim: SimFacto
     assert replay.allocation.allocation_id == first.allocation.allocation_id
     assert sim.pool_stats("p")[0] == stats  # nothing new was allocated
     assert len(sim.allocations) == 1
-    assert sim.usage("dev")[1].allocations == 1
+    assert sim.usage("dev").totals.allocations == 1
 
 
 def test_same_idempotency_key_with_a_different_body_is_a_conflict(make_sim: SimFactory) -> None:
@@ -355,5 +361,5 @@ def test_another_tenants_allocation_is_not_found(make_sim: SimFactory) -> None:
     with pytest.raises(NotFound):
         sim.start_inference("team-b", InferenceSpec(alloc.allocation_id, "hi"))
     assert sim.list_allocations("team-b")[0] == []
-    assert sim.usage("team-b")[1].allocations == 0
+    assert sim.usage("team-b").totals.allocations == 0
     assert sim.get_allocation("dev", alloc.allocation_id).state is AllocationState.ACTIVE

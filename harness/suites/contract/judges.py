@@ -549,28 +549,52 @@ def usage_matches(evidence: Evidence) -> CheckResult:
     return _verdict(USAGE, evidence, problems, f"{prompt} prompt and {completion} completion tokens billed as used")
 
 
+def usage_pages(evidence: Evidence) -> list[Exchange]:
+    """The `/v1/usage` pages the probe read, in order (`usage`, `usage:page2`, ...)."""
+    first = evidence.get("usage")
+    if first is None:
+        return []
+    rest = sorted((e for e in evidence.exchanges if e.label.startswith("usage:page")), key=lambda e: int(e.label[10:]))
+    return [first, *rest]
+
+
 def usage_totals(evidence: Evidence) -> CheckResult:
-    exchange = evidence.get("usage")
-    if exchange is None:
+    """`totals` cover the whole window, on every page; the records of every page sum to them. A target the
+    run does not own may have dropped older detail (the contract allows it), so there the records may only
+    sum to less, never to more."""
+    pages = usage_pages(evidence)
+    if not pages:
         return _skipped(TOTALS, evidence.not_gathered.get("allocations", "the usage probe did not run"))
-    records, totals = _field(exchange, "records"), _field(exchange, "totals")
-    if exchange.status != 200 or not isinstance(records, list) or not isinstance(totals, dict):
-        return _verdict(
-            TOTALS, evidence, [(f"GET /v1/usage: {exchange.describe()}: {exchange.text[:200]}", exchange)], ""
-        )
+    records: list[Any] = []
+    totals: dict[str, Any] | None = None
     problems: list[tuple[str, Exchange | None]] = []
-    if totals.get("allocations") != len(records):
-        problems.append(
-            (f"totals.allocations is {totals.get('allocations')}, there are {len(records)} records", exchange)
-        )
+    for page in pages:
+        page_records, page_totals = _field(page, "records"), _field(page, "totals")
+        if page.status != 200 or not isinstance(page_records, list) or not isinstance(page_totals, dict):
+            return _verdict(TOTALS, evidence, [(f"GET {page.path}: {page.describe()}: {page.text[:200]}", page)], "")
+        if totals is not None and page_totals != totals:
+            problems.append((f"{page.path} says totals {page_totals}, the first page {totals}", page))
+        totals = totals or page_totals
+        records += page_records
+    assert totals is not None
+    last = pages[-1]
+    whole = evidence.owned
+    if totals.get("allocations") != len(records) and (whole or len(records) > (totals.get("allocations") or 0)):
+        problems.append((f"totals.allocations is {totals.get('allocations')}, there are {len(records)} records", last))
     for key in ("tflops_seconds", "vram_mb_seconds", "prompt_tokens", "completion_tokens", "cost"):
         summed = sum(float(r.get(key) or 0) for r in records if isinstance(r, dict))
         got = totals.get(key)
         # Each record is rounded (6 decimals, cost 9) before the totals sum them: allow that much.
         slack = (len(records) + 1) * (1e-9 if key == "cost" else 1e-6)
-        if not isinstance(got, int | float) or not math.isclose(float(got), summed, rel_tol=1e-9, abs_tol=slack):
-            problems.append((f"totals.{key} is {got}, the records sum to {summed:g}", exchange))
-    return _verdict(TOTALS, evidence, problems, f"totals equal the sums of {len(records)} records")
+        if not isinstance(got, int | float):
+            problems.append((f"totals.{key} is {got!r}", last))
+        elif whole and not math.isclose(float(got), summed, rel_tol=1e-9, abs_tol=slack):
+            problems.append((f"totals.{key} is {got}, the records of {len(pages)} page(s) sum to {summed:g}", last))
+        elif not whole and summed > float(got) + slack + abs(float(got)) * 1e-9:
+            problems.append((f"the records of {len(pages)} page(s) sum to {summed:g}, above totals.{key} {got}", last))
+    relation = "equal" if whole else "are at least"
+    summary = f"totals {relation} the sums of {len(records)} records on {len(pages)} page(s)"
+    return _verdict(TOTALS, evidence, problems, summary)
 
 
 def edge_numbers(evidence: Evidence) -> CheckResult:

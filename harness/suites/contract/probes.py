@@ -17,6 +17,7 @@ import asyncio
 import json
 import shlex
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,7 +326,7 @@ async def _lifecycle(prober: Prober, target: Target, shape: Shape, run: str, ide
     await _listings(prober, run)
     if target.second_api_key is not None and a_id is not None:
         await _foreign(prober, target, a_id, run)
-    await prober.send("usage", "GET", "/v1/usage")
+    await _usage(prober)
     if a_id is not None:
         await prober.send("release:a", "DELETE", f"/v1/allocate/{a_id}")
         await prober.send("release:a_again", "DELETE", f"/v1/allocate/{a_id}")
@@ -333,6 +334,20 @@ async def _lifecycle(prober: Prober, target: Target, shape: Shape, run: str, ide
         await prober.send(
             "use_after_release", "POST", "/v1/inference", body={"allocation_id": a_id, "prompt": "hi", "max_tokens": 2}
         )
+
+
+USAGE_PAGES = 20
+"""Pages of `/v1/usage` followed at most (`usage`, `usage:page2`, ...): the bill is judged whole."""
+
+
+async def _usage(prober: Prober) -> None:
+    page = await prober.send("usage", "GET", "/v1/usage")
+    for number in range(2, USAGE_PAGES + 1):
+        body = page.json
+        cursor = body.get("next_cursor") if isinstance(body, dict) else None
+        if not isinstance(cursor, str) or not cursor:
+            return
+        page = await prober.send(f"usage:page{number}", "GET", f"/v1/usage?cursor={urllib.parse.quote(cursor)}")
 
 
 def _remember(evidence: Evidence, exchange: Exchange) -> str | None:

@@ -170,6 +170,7 @@ def _observe(state: ServerState, plan: InferencePlan, delivered: int) -> None:
     state.metrics.observe_inference(
         plan.model, plan.prompt_tokens, delivered, plan.timings.ttft_s, plan.timings.total_s if complete else None
     )
+    state.latency.observe(plan.timings.ttft_s, plan.timings.itl_s if delivered > 1 else None)
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

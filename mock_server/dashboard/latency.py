@@ -9,6 +9,7 @@ simulated ones, as the API reports them in `timings`.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,16 +22,8 @@ _SERIES = ("count", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms")
 
 
 def bucket_of(ms: float) -> int:
-    """The index of the bucket holding `ms` (the first whose upper bound is at least `ms`)."""
-    if ms <= EDGES_MS[0]:
-        return 0
-    index = math.ceil(5 * math.log10(ms) - 1e-9)
-    # Rounded edges: step to the exact bucket when `ms` sits next to one.
-    while index < len(EDGES_MS) and ms > EDGES_MS[index]:
-        index += 1
-    while index > 0 and ms <= EDGES_MS[index - 1]:
-        index -= 1
-    return min(index, _BUCKETS - 1)
+    """The index of the bucket holding `ms`: the first whose upper bound is at least `ms`."""
+    return bisect.bisect_left(EDGES_MS, ms)
 
 
 def quantile_ms(counts: list[int], q: float) -> float | None:

@@ -398,7 +398,6 @@
   // ---- charts (SVG, drawn by hand) ---------------------------------------------------------------
 
   const SVG = "http://www.w3.org/2000/svg";
-  const W = 400;
   const H = 150;
   const PAD = { left: 44, right: 8, top: 8, bottom: 20 };
 
@@ -409,9 +408,11 @@
     return node;
   }
 
+  // Axes and labels in the chart's own pixel size (its width follows the layout), so text is not
+  // stretched; returns that width.
   function frame(svg, label, yMax, xLabels) {
+    const W = svg.clientWidth || 400;
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    svg.setAttribute("preserveAspectRatio", "none");
     svg.setAttribute("aria-label", label);
     const bottom = H - PAD.bottom;
     svg.replaceChildren(
@@ -420,8 +421,9 @@
       svgEl("line", { class: "axis", x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: bottom }),
       svgEl("text", { x: PAD.left - 4, y: PAD.top + 8, "text-anchor": "end" }, num(yMax, 1)),
       svgEl("text", { x: PAD.left - 4, y: bottom, "text-anchor": "end" }, "0"),
-      ...xLabels.map(([x, text]) => svgEl("text", { x, y: H - 6, "text-anchor": "middle" }, text)),
+      ...xLabels(W).map(([x, text, anchor]) => svgEl("text", { x, y: H - 6, "text-anchor": anchor || "middle" }, text)),
     );
+    return W;
   }
 
   function lineChart(svg, name, latency) {
@@ -429,19 +431,20 @@
     const p95 = latency.series[`${name}_p95_ms`];
     const n = p50.length;
     const yMax = Math.max(1, ...p95.filter((v) => v !== null));
-    const x = (i) => PAD.left + (i / Math.max(1, n - 1)) * (W - PAD.left - PAD.right);
-    const y = (v) => H - PAD.bottom - (v / yMax) * (H - PAD.top - PAD.bottom);
     const seconds = n * latency.bin_s;
     const overall = latency[`${name}_p50_ms`];
     const label = overall === null
       ? `${name.toUpperCase()}: no inference answered in the last ${seconds} s`
       : `${name.toUpperCase()} over the last ${seconds} s: p50 ${num(overall, 1)} ms, p95 ${num(latency[`${name}_p95_ms`], 1)} ms`;
-    frame(svg, label, yMax, [[PAD.left, `−${seconds} s`], [W - PAD.right - 12, "now"]]);
-    for (const [values, cls, legend] of [[p50, "p50", "p50 (solid)"], [p95, "p95", "p95 (dashed)"]]) {
+    const W = frame(svg, label, yMax, (w) => [[PAD.left, `−${seconds} s`, "start"], [w - PAD.right, "now", "end"]]);
+    const x = (i) => PAD.left + (i / Math.max(1, n - 1)) * (W - PAD.left - PAD.right);
+    const y = (v) => H - PAD.bottom - (v / yMax) * (H - PAD.top - PAD.bottom);
+    for (const [values, cls] of [[p50, "p50"], [p95, "p95"]]) {
       let d = "";
-      values.forEach((v, i) => { if (v !== null) d += `${d && values[i - 1] !== null ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`; });
+      values.forEach((v, i) => {
+        if (v !== null) d += `${i > 0 && values[i - 1] !== null && d ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      });
       if (d) svg.append(svgEl("path", { class: cls, d }));
-      svg.append(svgEl("text", { x: cls === "p50" ? W - 150 : W - 75, y: PAD.top + 8 }, legend));
     }
   }
 
@@ -450,20 +453,17 @@
     const edges = latency.edges_ms;
     const total = counts.reduce((a, b) => a + b, 0);
     const yMax = Math.max(1, ...counts);
-    const width = (W - PAD.left - PAD.right) / counts.length;
-    const labels = [];
-    edges.forEach((edge, i) => {
-      if (i % 5 === 0) labels.push([PAD.left + (i + 1) * width, edge >= 1000 ? `${edge / 1000} s` : `${edge} ms`]);
-    });
     const busiest = counts.indexOf(Math.max(...counts));
     const label = total === 0 ? `${name.toUpperCase()} histogram: empty`
       : `${name.toUpperCase()} histogram of ${total} inferences; the most fall at or below ${edges[Math.min(busiest, edges.length - 1)]} ms`;
-    frame(svg, label, yMax, labels);
+    const slot = (w) => (w - PAD.left - PAD.right) / counts.length;
+    const W = frame(svg, label, yMax, (w) => edges.flatMap((edge, i) => (i % 5 === 0
+      ? [[PAD.left + (i + 1) * slot(w), edge >= 1000 ? `${edge / 1000} s` : `${edge} ms`]] : [])));
+    const width = slot(W);
     counts.forEach((c, i) => {
       if (!c) return;
       const h = (c / yMax) * (H - PAD.top - PAD.bottom);
-      svg.append(svgEl("rect", { class: "hist", x: PAD.left + i * width + 1, y: H - PAD.bottom - h, width: width - 2, height: h },
-      ));
+      svg.append(svgEl("rect", { class: "hist", x: PAD.left + i * width + 1, y: H - PAD.bottom - h, width: Math.max(1, width - 2), height: h }));
     });
   }
 

@@ -34,7 +34,9 @@ _SUFFIXES = {
     "gauge": ("",),
     "unknown": ("",),
 }
-_PROMQL_WORDS = frozenset("by without on ignoring group_left group_right bool and or unless offset".split())
+# Words of PromQL that are neither functions nor metric names (grouping, matching, set operators).
+_PROMQL_WORDS = frozenset(("by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"))
+_PROMQL_WORDS |= {"and", "or", "unless"}
 
 
 def _dashboard() -> dict[str, Any]:

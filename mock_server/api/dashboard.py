@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -44,6 +45,9 @@ _PAGE_HEADERS = {
 }
 # A stream whose client stopped reading is dropped once a write has waited this long (real seconds).
 _STALLED_WRITE_S = 30.0
+# The most of the server's time one stream may take: where a snapshot is slow to build (a huge
+# cluster, a busy machine), pushes come less often than asked instead of starving the API.
+MAX_SHARE = 0.05
 
 
 @functools.cache
@@ -92,6 +96,12 @@ async def get_dashboard(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response(dashboard_of(state, view_of(state, call.query), call.query))
 
 
+def next_push_in(interval_s: float, built_in_s: float) -> float:
+    """Real seconds until the next push: the interval asked for, stretched so that building snapshots
+    takes at most `MAX_SHARE` of the time."""
+    return max(interval_s, built_in_s / MAX_SHARE)
+
+
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
@@ -116,6 +126,7 @@ async def stream_dashboard(request: web.Request, call: Call) -> web.StreamRespon
     )
     await response.prepare(request)
     interval = call.query["interval_s"]
+    built_in = 0.0
     try:
         while True:
             if state.strict and (detail := _violations(data)):
@@ -125,10 +136,12 @@ async def stream_dashboard(request: web.Request, call: Call) -> web.StreamRespon
                 break
             await asyncio.wait_for(response.write(_event("snapshot", data)), _STALLED_WRITE_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.closing.wait(), interval)
+                await asyncio.wait_for(state.closing.wait(), next_push_in(interval, built_in))
             if state.closing.is_set():
                 break
+            started = time.perf_counter()
             data = dashboard_of(state, view, call.query)
+            built_in = time.perf_counter() - started
         await response.write_eof()
     except ConnectionResetError:
         return response  # the viewer went away

@@ -106,14 +106,15 @@ def _pools(sim: Simulator) -> list[dict[str, Any]]:
         inflight = queued = 0
         for start in range(0, len(gpus), per_cell):
             top = "."
-            for gpu in itertools.islice(gpus, start, start + per_cell):
+            for gpu in gpus[start : start + per_cell]:
                 b = band(gpu)
                 bands[b] += 1
                 if _BAND_ORDER[b] > _BAND_ORDER[top]:
                     top = b
-                running, waiting = gpu_work(gpu, sim)
-                inflight += running
-                queued += waiting
+                if gpu.inflight:
+                    running, waiting = gpu_work(gpu, sim)
+                    inflight += running
+                    queued += waiting
             cells.append(top)
         physical_tflops = sum(g.tflops for g in gpus)
         rows.append(
@@ -211,7 +212,7 @@ def _allocation_row(alloc: Allocation, now: float, leak: str | None) -> dict[str
 
 
 def _allocations(sim: Simulator, view: View, now: float, leaks: dict[str, str]) -> dict[str, Any]:
-    by_state: Counter[str] = Counter(a.state.value for a in sim.allocations.values())
+    by_state: Counter[AllocationState] = Counter(a.state for a in sim.allocations.values())
     wanted = AllocationState(view.allocation_state) if view.allocation_state is not None else None
     # Newest first: the readable allocations are kept in creation order.
     newest = (a for a in reversed(sim.allocations.values()) if wanted is None or a.state is wanted)
@@ -220,7 +221,7 @@ def _allocations(sim: Simulator, view: View, now: float, leaks: dict[str, str]) 
     ]
     return {
         "total": len(sim.allocations),
-        "by_state": {s.value: by_state.get(s.value, 0) for s in AllocationState},
+        "by_state": {s.value: by_state.get(s, 0) for s in AllocationState},
         "state": view.allocation_state,
         "rows": rows,
     }

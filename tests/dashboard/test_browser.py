@@ -46,6 +46,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+# A ceiling, not a wait: `expect` returns as soon as the page shows what it asks for. CI machines are
+# shared, and a push or a click can take seconds to land there.
+expect.set_options(timeout=20_000)
+
 pytestmark = [
     pytest.mark.skipif(
         CHROMIUM is None, reason="no chromium on PATH: `apt-get install chromium` (.ci/run installs it in CI)"

@@ -15,6 +15,7 @@ import pytest
 from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
 from mock_server.api.contract import Contract
+from mock_server.api.dashboard import MAX_SHARE, next_push_in
 from mock_server.resources import ADMIN_CONTRACT, DASHBOARD_STATIC
 from tests.conftest import ALLOCATE_GEMMA, ALLOCATE_QWEN, config_with
 
@@ -201,3 +202,9 @@ async def test_stopping_the_mock_ends_its_streams() -> None:
         # Without the shutdown hook the server would wait for the stream (aiohttp's 60 s).
         await asyncio.wait_for(mock.stop(), 10)
         assert await asyncio.wait_for(resp.content.read(), 10) == b""
+
+
+@pytest.mark.parametrize(("built_in", "expected"), [(0.0, 1.0), (0.01, 1.0), (0.05, 1.0), (0.2, 4.0)])
+def test_pushes_slow_down_when_snapshots_are_slow_to_build(built_in: float, expected: float) -> None:
+    assert next_push_in(1.0, built_in) == pytest.approx(expected)
+    assert built_in / next_push_in(1.0, built_in) <= MAX_SHARE + 1e-12

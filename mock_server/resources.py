@@ -1,4 +1,4 @@
-"""Where the mock finds the files it ships: the contracts and the default configuration.
+"""Where the mock finds the files it ships: the contracts, the default configuration and the dashboard.
 
 Installed from a wheel, the contracts live inside the package (`_contracts/`, force-included by
 pyproject); in a checkout they are read from the repository's `contracts/`. This is the only module
@@ -16,3 +16,4 @@ HOSTEDAI_CONTRACT = CONTRACTS_DIR / "hostedai.v1.yaml"
 ADMIN_CONTRACT = CONTRACTS_DIR / "admin.v1.yaml"
 DEFAULT_CONFIG = _PACKAGE / "default_config.yaml"
 SERVING_PROFILES = _PACKAGE / "serving_profiles.yaml"
+DASHBOARD_STATIC = _PACKAGE / "dashboard" / "static"

@@ -77,6 +77,7 @@ async def reset(request: web.Request, call: Call) -> web.StreamResponse:
     seed = call.body.get("seed") if call.body else None
     state.sim.reset(seed)
     state.journal.restart()
+    state.latency.clear()
     state.reseed_request_ids()
     state.waiters.notify()
     return json_response(state_view(state))

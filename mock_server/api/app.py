@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler as AiohttpHandler
 from mock_server.api import faults
 from mock_server.api.admin import ADMIN_HANDLERS
 from mock_server.api.contract import Contract, Operation
+from mock_server.api.dashboard import DASHBOARD_HANDLERS
 from mock_server.api.faults import INJECTED
 from mock_server.api.handlers import HANDLERS, Handler
 from mock_server.api.inputs import read_call
@@ -27,6 +28,7 @@ from mock_server.api.metrics import ServerMetrics
 from mock_server.api.problems import ApiError, render
 from mock_server.api.state import OUTCOME, REQUEST_ID, RESPONSE_DATA, STATE, ServerState, Waiters
 from mock_server.config import ConfigError, MockConfig, default_config
+from mock_server.dashboard.latency import LatencyWindow
 from mock_server.resources import ADMIN_CONTRACT
 from mock_server.sim.clock import MANUAL_EPOCH, Clock, ManualClock, ScaledClock
 from mock_server.sim.errors import SimError
@@ -235,6 +237,11 @@ async def _lease_ticker(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
 
 
+async def _end_streams(app: web.Application) -> None:
+    # Before the server waits for open requests to finish: a dashboard stream would never finish.
+    app[STATE].closing.set()
+
+
 def validate_control_plane_config(config: MockConfig, admin: Contract) -> None:
     """Fault rules and scenarios of a config file, checked like the admin API checks them."""
     schema = admin.schema("FaultRuleInput")
@@ -257,14 +264,15 @@ def create_app(
     admin = Contract.load(ADMIN_CONTRACT)
     validate_control_plane_config(config, admin)
     check_routes(contract, HANDLERS)
-    check_routes(admin, ADMIN_HANDLERS)
+    admin_handlers = {**ADMIN_HANDLERS, **DASHBOARD_HANDLERS}
+    check_routes(admin, admin_handlers)
     clock = clock or make_clock(config)
     sim = Simulator(config, clock)
     app = web.Application(middlewares=[request_middleware], client_max_size=config.server.max_body_bytes)
     routes = [(op, HANDLERS[op.operation_id]) for op in contract.operations.values()]
     if config.server.admin_token is not None:
         # Without a token there is no control plane at all: its paths are 404s.
-        routes += [(op, ADMIN_HANDLERS[op.operation_id]) for op in admin.operations.values()]
+        routes += [(op, admin_handlers[op.operation_id]) for op in admin.operations.values()]
     app[STATE] = ServerState(
         config=config,
         clock=clock,
@@ -274,6 +282,7 @@ def create_app(
         metrics=ServerMetrics(sim),
         waiters=Waiters(sim),
         journal=Journal(config.simulation.journal_size),
+        latency=LatencyWindow(time.monotonic),
         _ids=random.Random(stable_seed("request-ids", sim.id_seed)),
     )
     for operation, handler in routes:
@@ -281,4 +290,5 @@ def create_app(
             operation.method, operation.path, _endpoint(operation, handler, config), name=operation.operation_id
         )
     app.cleanup_ctx.append(_lease_ticker)
+    app.on_shutdown.append(_end_streams)
     return app

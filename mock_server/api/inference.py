@@ -244,3 +244,6 @@ def observe(state: ServerState, plan: InferencePlan, delivered: int) -> None:
         (timeline.ttft_s or 0.0) if timeline is not None else 0.0,
         timeline.total_s if complete and timeline is not None else None,
     )
+    if timeline is not None and timeline.ttft_s is not None and delivered > 0:
+        # The dashboard's window: TTFT of every answer that began, the mean ITL of those that finished.
+        state.latency.observe(timeline.ttft_s, timeline.tpot_s if complete else None)

@@ -7,6 +7,7 @@ Control-plane requests (`/_admin`) are not recorded: observing the mock should n
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,19 @@ class Journal:
                     return found, found[-1]["seq"]
                 found.append(e)
         return found, None
+
+    def tail(
+        self, limit: int, *, operation: str | None = None, status: int | None = None, tenant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` matching entries, newest first: O(limit) when most entries match."""
+        found = (
+            e
+            for e in reversed(self._entries)
+            if (operation is None or e["operation"] == operation)
+            and (status is None or e["status"] == status)
+            and (tenant_id is None or e["tenant_id"] == tenant_id)
+        )
+        return list(itertools.islice(found, limit))
 
     def clear(self) -> None:
         """Forget the entries; sequence numbers keep counting, so a mark taken earlier stays valid."""

@@ -15,6 +15,7 @@ from mock_server.api.contract import Contract, Operation
 from mock_server.api.journal import Journal, Outcome
 from mock_server.api.metrics import ServerMetrics
 from mock_server.config import MockConfig
+from mock_server.dashboard.latency import LatencyWindow
 from mock_server.sim.clock import Clock
 from mock_server.sim.simulator import Simulator
 from mock_server.sim.textgen import stable_seed
@@ -89,6 +90,10 @@ class ServerState:
     metrics: ServerMetrics
     waiters: Waiters
     journal: Journal
+    latency: LatencyWindow
+    """TTFT and ITL of answered inferences, for the dashboard."""
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server shuts down: long-lived streams (the dashboard's) end."""
     _ids: random.Random = field(default_factory=lambda: random.Random(0))
     admin_gate: AdminGate = field(default_factory=AdminGate)
     """Checks `X-Admin-Token`, rate limiting failed attempts per client address."""

@@ -121,11 +121,15 @@ async def test_schemathesis_finds_no_violation_of_the_admin_contract(tmp_path: P
             "examples,coverage,fuzzing,stateful",
             "--max-examples",
             "15",
+            # An endless event stream, which a request-response tool can only time out on; its events
+            # are checked against `Dashboard` in tests/dashboard/test_endpoints.py.
+            "--exclude-operation-id",
+            "adminStreamDashboard",
             contract=ADMIN_CONTRACT,
         )
     assert returncode == 0, report
     operations = len(Contract.load(ADMIN_CONTRACT).operations)
-    assert f"{operations} selected / {operations} total" in report
+    assert f"{operations - 1} selected / {operations} total" in report
 
 
 async def test_schemathesis_run_fails_on_a_response_that_breaks_the_contract(

@@ -9,15 +9,31 @@ Evidence is gathered first, in one of two ways, and judged by a pure function:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from harness.connector import HostedAiConnector, HostedAiError
+from harness.connector import HostedAiConnector, HostedAiError, RateLimited
 from harness.control_plane import ControlPlane, ControlPlaneError, JournalEntry
 from harness.suites.base import CheckResult
 
 _TRAILS = 5
+_T = TypeVar("_T")
+RATE_LIMIT_TRIES = 5
+RETRY_AFTER_CAP_S = 30.0
+
+
+async def _patiently(call: Callable[[], Awaitable[_T]]) -> _T:
+    """The call, with a 429's Retry-After waited out (capped, a few times): the sweep after a run that used
+    up a tenant's rate limit must still see, and release, what the run left behind."""
+    for _ in range(RATE_LIMIT_TRIES - 1):
+        try:
+            return await call()
+        except RateLimited as exc:
+            await asyncio.sleep(min(RETRY_AFTER_CAP_S, max(0.0, exc.retry_after or 1.0)))
+    return await call()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +82,13 @@ async def from_public_list(connector: HostedAiConnector, labels: Mapping[str, st
     """This run's allocations still active (by its labels), each released now."""
     source = "GET /v1/allocate?state=active"
     try:
-        left = await connector.list_allocations(state=["active"], labels=dict(labels))
+        left = await _patiently(lambda: connector.list_allocations(state=["active"], labels=dict(labels)))
     except HostedAiError as exc:
         return LeakEvidence(source, problem=f"could not list this run's allocations: {exc}")
     errors: dict[str, str] = {}
     for allocation in left:
         try:
-            await connector.release_allocation(allocation.allocation_id)
+            await _patiently(functools.partial(connector.release_allocation, allocation.allocation_id))
         except HostedAiError as exc:
             errors[allocation.allocation_id] = str(exc)
     return LeakEvidence(

@@ -26,10 +26,14 @@ class _Record:
 
 
 def as_first_answered(alloc: Allocation) -> Allocation:
-    """The allocation as its allocate answered it: active, unused, its lease counted from creation."""
+    """The allocation as its allocate answered it: unused, its lease counted from creation, and active, or
+    provisioning when it was not ready at once (its readiness time is part of what was answered)."""
+    ready_later = alloc.ready_at is not None and alloc.ready_at > alloc.created_at
     return dataclasses.replace(
         alloc,
-        state=AllocationState.ACTIVE,
+        state=AllocationState.PROVISIONING if ready_later else AllocationState.ACTIVE,
+        ends_at=None,
+        holds_capacity=True,
         ended_at=None,
         end_reason=None,
         preempted_by=None,

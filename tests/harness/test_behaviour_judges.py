@@ -114,6 +114,8 @@ def correct() -> list[Exchange]:
         ex("get:a_released", 200, {"allocation_id": A, "state": "released"}),
         problem("use_after_release", 409, "allocation_not_active", state="released"),
         pool("pool:after_release", 0, 0, 0),
+        problem("tier:foreign_allocate", 403, "pool_not_permitted"),
+        problem("tier:foreign_get_pool", 403, "pool_not_permitted"),
     ]
 
 
@@ -143,6 +145,8 @@ def swap(label: str, exchange: Exchange) -> Callable[[], Evidence]:
 
 
 BROKEN: list[tuple[str, Callable[[], Evidence], str, str]] = [
+    ("another tier's pool served", swap("tier:foreign_allocate", allocation("tier:foreign_allocate", C)),
+     judges.TIERS, "another tier's allocate"),
     ("allocate 200", swap("allocate:b", allocation("allocate:b", B, status=200)),
      judges.ALLOCATE_201, "the contract answers a new allocation with 201"),
     ("no Location", swap("allocate:c", ex("allocate:c", 201, {"allocation_id": C})),

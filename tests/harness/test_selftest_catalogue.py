@@ -19,7 +19,7 @@ SAMPLE = (
     "capacity-never-given-back",
     "pages-skip",
     "stream-token-lost",
-    "usage-totals-off",
+    "usage-totals-under",
     "integer-floats-crash",
 )
 OPTIONS = RunOptions(seed=1, examples=1, max_allocations=10)

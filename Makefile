@@ -62,8 +62,8 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck tools  ## Lint, type-check and run the whole test suite
-	$(BIN)/pytest -q $(ARGS)
+test: lint typecheck tools  ## Lint, type-check and run the whole test suite (4 workers; ARGS="-n 0" for one)
+	$(BIN)/pytest -q -n 4 $(ARGS)
 
 bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(BIN)/python -m benchmarks.run

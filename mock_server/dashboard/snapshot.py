@@ -81,15 +81,12 @@ def band(gpu: Gpu) -> str:
 
 
 def gpu_work(gpu: Gpu, sim: Simulator) -> tuple[int, int]:
-    """Inferences on a GPU: (in flight, of which queued). Queued as `sim.latency` plans them: the
-    sequences beyond the running models' `max_concurrency` wait for a decode slot."""
+    """(in flight, queued) inferences on a GPU: every one begun and not finished, and of those the ones its
+    model servers' schedulers hold waiting for a batch slot or KV-cache room (`mock_server/sim/serving`)."""
     if not gpu.inflight:
         return 0, 0
-    slots = min(
-        (sim.models[a.model].max_concurrency for a in gpu.allocations.values() if a.inflight),
-        default=gpu.inflight,
-    )
-    return gpu.inflight, max(0, gpu.inflight - slots)
+    _running, waiting = sim.serving.work(gpu.gpu_id, sim.clock.now())
+    return gpu.inflight, waiting
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -118,7 +118,14 @@ def test_allocations_newest_first_with_state_counts_filters_and_leaks() -> None:
     clock.advance(25)  # the first one's lease runs out: expired, never released
     doc = _build(sim, View(leak_grace_s=0, allocation_limit=2))
     allocations = doc["allocations"]
-    assert allocations["by_state"] == {"active": 1, "preempted": 0, "expired": 1, "released": 1, "failed": 0}
+    assert allocations["by_state"] == {
+        "provisioning": 0,
+        "active": 1,
+        "preempted": 0,
+        "expired": 1,
+        "released": 1,
+        "failed": 0,
+    }
     assert [r["allocation_id"] for r in allocations["rows"]] == [third, second]
     assert allocations["rows"][1]["leak"] == "still_active"
     assert allocations["rows"][1]["age_s"] == 25
@@ -146,11 +153,16 @@ def test_inferences_beyond_the_models_concurrency_count_as_queued() -> None:
     alloc = _allocate(sim, "p", 10, 100)
     spec = InferenceSpec(allocation_id=alloc, prompt="hi", max_tokens=4)
     plans = [sim.start_inference("dev", spec) for _ in range(5)]
+    for plan in plans:
+        sim.submit_inference(plan)  # past the frontend: at the model server
     gpu = sim.pools["p"].gpus[0]
-    assert gpu_work(gpu, sim) == (5, 3)
+    running, waiting = sim.serving.work(gpu.gpu_id, sim.clock.now())
+    assert running + waiting == 5
+    assert running <= 2  # the model's concurrency: the rest wait (admitted at step boundaries)
+    assert gpu_work(gpu, sim) == (5, waiting)
     doc = _build(sim)
-    assert (doc["totals"]["inflight"], doc["totals"]["queued"]) == (5, 3)
-    assert (doc["gpus"]["rows"][0]["inflight"], doc["gpus"]["rows"][0]["queued"]) == (5, 3)
+    assert (doc["totals"]["inflight"], doc["totals"]["queued"]) == (5, waiting)
+    assert (doc["gpus"]["rows"][0]["inflight"], doc["gpus"]["rows"][0]["queued"]) == (5, waiting)
     for plan in plans:
         sim.finish_inference(plan, plan.completion_tokens)
     assert gpu_work(gpu, sim) == (0, 0)

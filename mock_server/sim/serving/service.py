@@ -140,6 +140,16 @@ class Serving:
         if runtime is not None:
             runtime.sync(t)
 
+    def work(self, gpu_id: str, t: float) -> tuple[int, int]:
+        """(running, waiting) sequences on the GPU at `t`, over every allocation's engine: the load a
+        dashboard shows (waiting ones wait for a batch slot or KV-cache room)."""
+        runtime = self.runtimes.get(gpu_id)
+        if runtime is None:
+            return 0, 0
+        runtime.sync(t)
+        engines = [slot.engine for slot in runtime.slots.values()]
+        return sum(len(e.running) for e in engines), sum(len(e.waiting) for e in engines)
+
     def progress(self, request: Request, t: float) -> Timeline:
         self.sync(request.gpu_id, t)
         return _timeline(request.tracked, request.overhead_s)

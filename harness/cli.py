@@ -71,10 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in helps.items():
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--target", default="mock", help="`mock` (default: a mock process) or a base URL")
-        cmd.add_argument("--api-key-env", default=_DEFAULTS["api_key_env"], help="variable holding the API key")
+        target_help = (
+            "`mock` only: verify starts its own mock process (to test a URL, run one suite with --target URL)"
+            if name == "verify"
+            else "`mock` (default: a mock process) or a base URL"
+        )
+        cmd.add_argument("--target", default="mock", help=target_help)
+        cmd.add_argument(
+            "--api-key-env",
+            default=_DEFAULTS["api_key_env"],
+            help=f"variable holding the API key (default {_DEFAULTS['api_key_env']})",
+        )
         cmd.add_argument("--second-api-key-env", help="variable holding another tenant's key (isolation checks)")
-        cmd.add_argument("--admin-token-env", help="variable holding a remote mock's admin token")
+        cmd.add_argument(
+            "--admin-token-env",
+            help="variable holding a mock's admin token, for a mock started elsewhere (none by default: a URL "
+            "is treated as a live HostedAI, without a control plane)",
+        )
         cmd.add_argument("--ca-bundle", help="PEM file of CAs to trust (private CA); TLS is always verified")
         cmd.add_argument(
             "--tls",
@@ -164,7 +177,10 @@ async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> 
             ca_bundle=args.ca_bundle,
         )
         if suite.needs_control_plane and not target.has_control_plane:
-            reason = "needs the mock's control plane (faults, clock), which a live HostedAI does not have"
+            reason = (
+                "needs the mock's control plane (faults, clock), which a live HostedAI does not have; "
+                "for a mock started elsewhere, name its admin token's variable with --admin-token-env"
+            )
             return SuiteResult(name, skipped_reason=reason), target
         await preflight(target)
         result = await suite.run(target, options)
@@ -176,7 +192,10 @@ async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> 
 async def _run(args: argparse.Namespace) -> int:
     names = VERIFY_ORDER if args.command == "verify" else (args.command,)
     if args.command == "verify" and args.target != "mock":
-        raise TargetError(f"verify runs every suite against a mock process; name one suite to test {args.target}")
+        raise TargetError(
+            f"verify takes only --target mock (it starts its own mock process), not {args.target!r}; "
+            "to test a URL, run one suite: hostedai-harness contract --target URL"
+        )
     options = RunOptions(
         seed=args.seed,
         examples=args.examples,

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: the packaged harpoon.yaml)")
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")
+    parser.add_argument(
+        "--hostedai-url",
+        metavar="URL",
+        help="the HostedAI (or mock) to call (default: the config's hosted_ai.base_url, http://127.0.0.1:8000)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -74,7 +79,7 @@ async def serve(app: web.Application, config: HarpoonConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_service_config(args.config).with_listen(args.host, args.port)
+        config = load_service_config(args.config).with_listen(args.host, args.port).with_upstream(args.hostedai_url)
     except ServiceConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -56,6 +56,16 @@ class HarpoonConfig(BaseModel):
     classes: ModelClasses
     batching: BatchPolicy = BatchPolicy()
 
+    def with_upstream(self, base_url: str | None) -> HarpoonConfig:
+        """The same config in front of another HostedAI (the CLI's --hostedai-url); None keeps the config's."""
+        if base_url is None:
+            return self
+        try:
+            hosted_ai = HostedAiConfig.model_validate({**self.hosted_ai.model_dump(), "base_url": base_url})
+        except ValidationError as exc:
+            raise ServiceConfigError(f"--hostedai-url: {first_problem(exc, 'hosted_ai')}") from None
+        return self.model_copy(update={"hosted_ai": hosted_ai})
+
     def with_listen(self, host: str | None, port: int | None) -> HarpoonConfig:
         """The same config listening elsewhere (the CLI's --host and --port); None keeps the value."""
         changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}

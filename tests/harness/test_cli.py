@@ -50,7 +50,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
         (["contract", "--target", "ftp://x"], "--target must be `mock` or an http(s) URL"),
         (["contract", "--target", "mok"], "not 'mok'"),
         (["contract", "--target", "http://127.0.0.1:9", "--api-key-env", "NOPE_NOT_SET"], "NOPE_NOT_SET"),
-        (["verify", "--target", "http://127.0.0.1:9"], "verify runs every suite against a mock process"),
+        (["verify", "--target", "http://127.0.0.1:9"], "verify takes only --target mock"),
         (["stateful", "--ca-bundle", "no-such-ca.pem"], "--ca-bundle no-such-ca.pem: no such file"),
         (["stateful", "--report-dir", "/proc/not-here"], "--report-dir /proc/not-here: cannot write there"),
         (["dance"], "invalid choice"),

@@ -119,3 +119,17 @@ def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -
 def test_an_out_of_range_port_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(SHIPPED), "--port", "-1"]) == 2
     assert "command line: service.port: Input should be greater than or equal to 0" in capsys.readouterr().err
+
+
+def test_hostedai_url_points_the_service_at_another_hostedai() -> None:
+    config = load_service_config(SHIPPED).with_upstream("http://127.0.0.1:8123/")
+    assert config.hosted_ai.base_url == "http://127.0.0.1:8123"
+    assert config.hosted_ai.api_key == load_service_config(SHIPPED).hosted_ai.api_key  # the rest is the config's
+    assert load_service_config(SHIPPED).with_upstream(None).hosted_ai.base_url == "http://127.0.0.1:8000"
+
+
+def test_a_hostedai_url_that_is_not_http_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(SHIPPED), "--hostedai-url", "ftp://mock:8000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harpoon-service: error: --hostedai-url: hosted_ai.base_url")
+    assert err.count("\n") == 1

@@ -66,13 +66,21 @@ class Row:
         return self.defect.check in self.failed
 
 
-async def _harness(suite: str, url: str, seed: int, examples: int, workdir: Path) -> HarnessRun:
+async def _harness(suite: str, url: str, seed: int, examples: int, workdir: Path, *, owned: bool = False) -> HarnessRun:
+    """One suite as a user runs it; `owned`: given the mock's admin token too (the run owns the target)."""
     reports = workdir / f"{suite}-{seed}"
     argv = [
         sys.executable, "-m", "harness", suite, "--target", url, "--second-api-key-env", "SELFTEST_SECOND_KEY",
         "--seed", str(seed), "--examples", str(examples), "--report-dir", str(reports),
     ]  # fmt: skip
-    env = {**os.environ, "HOSTED_AI_API_KEY": "dev-key", "SELFTEST_SECOND_KEY": "team-b-key"}
+    if owned:
+        argv += ["--admin-token-env", "SELFTEST_ADMIN_TOKEN"]
+    env = {
+        **os.environ,
+        "HOSTED_AI_API_KEY": "dev-key",
+        "SELFTEST_SECOND_KEY": "team-b-key",
+        "SELFTEST_ADMIN_TOKEN": "dev-admin",  # the default config's, on loopback
+    }
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -127,8 +135,11 @@ async def catalogue(defects: list[Defect], seed: int, examples: int) -> list[Row
         workdir = Path(tmp)
         for defect in [None, *defects]:
             async with served_mock(defect, seed=seed) as url:
+                owned = defect is not None and defect.owned
                 runs = {
-                    s: await _harness(s, url, seed, examples, workdir / (defect.name if defect else "clean"))
+                    s: await _harness(
+                        s, url, seed, examples, workdir / (defect.name if defect else "clean"), owned=owned
+                    )
                     for s in ("contract", "stateful")
                 }
                 (workdir / "plain").mkdir(exist_ok=True)
@@ -179,7 +190,7 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         if row.defect.name == "clean":
             continue
-        harness = "**caught**" if row.caught else "MISSED"
+        harness = ("**caught**" if row.caught else "MISSED") + (" (owned target)" if row.defect.owned else "")
         plain = ("caught: " + ", ".join(sorted({p.split(": ")[1] for p in row.plain}))) if row.plain else "missed"
         lines.append(f"| `{row.defect.name}` | {row.defect.description} | {row.defect.check} | {harness} | {plain} |")
     return "\n".join(lines)
@@ -193,7 +204,9 @@ def write_doc(rows: list[Row], alarms: dict[str, list[tuple[int, str, int]]] | N
     parts = [
         BEGIN,
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} ({len(defects)} broken servers, live mode: "
-        "each served by URL, the harness given only the public API and two tenants' keys).",
+        "each served by URL, the harness given only the public API and two tenants' keys; a defect marked "
+        "*owned target* is one no run can tell from a correct live service, so there the harness is given the "
+        "mock's admin token too, as `make verify` is).",
         "",
         f"**Harness: {caught} of {len(defects)} caught** by the check named for each; plain schemathesis flagged "
         f"{plain} of {len(defects)}. Clean server: harness flagged "
@@ -230,7 +243,7 @@ def main() -> int:
     rows = asyncio.run(catalogue(chosen, args.seed, args.examples)) if args.part != "false-alarms" else []
     alarms = asyncio.run(false_alarms(args.seeds, args.examples)) if args.part != "catalogue" else None
     if args.part == "all" and not args.defects:
-        write_doc(rows, alarms, "python -m benchmarks.selftest", args.seeds)
+        write_doc(rows, alarms, " ".join(["python -m benchmarks.selftest", *sys.argv[1:]]), args.seeds)
     missed = [r.defect.name for r in rows if r.defect.name != "clean" and not r.caught]
     clean_failed = [r.failed for r in rows if r.defect.name == "clean" and r.failed]
     print(

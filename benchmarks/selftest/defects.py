@@ -39,6 +39,9 @@ class Defect:
     middleware: Middleware | None = None
     config: dict[str, Any] | None = None
     """Sections merged into the default config (e.g. a tenant's rate limit)."""
+    owned: bool = False
+    """Only a run that owns the target (its control plane) can tell: a correct live service may answer the
+    same (usage totals above the records: older records may be dropped, by contract)."""
 
 
 # ---- wire rewrites ---------------------------------------------------------------------------------
@@ -462,7 +465,9 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("usage-overbills-prompt", "usage bills twice the prompt tokens", judges.USAGE, patch=_bill_double_prompt),
     # Over-billed totals are caught only on a target the run owns: a live one may have dropped older records
     # (the contract allows it), so there the records may sum to less than the totals, never to more.
-    Defect("usage-totals-off", "usage totals above the sum of the records", judges.TOTALS, patch=_totals_off),
+    Defect(
+        "usage-totals-off", "usage totals above the sum of the records", judges.TOTALS, patch=_totals_off, owned=True
+    ),
     Defect("usage-totals-under", "usage totals below the sum of the records", judges.TOTALS, patch=_totals_under),
     Defect(
         "integer-floats-crash",

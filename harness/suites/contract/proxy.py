@@ -123,7 +123,8 @@ class BudgetProxy:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
+        # Any path, newlines included: `.` stops at a decoded %0A, and aiohttp would answer its own 404.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._forward)
         # aiohttp logs a request its parser refuses (schemathesis probes a NUL byte in a header) with a
         # traceback; the proxy answers it with a 400 like any aiohttp server, and a suite never prints.
         self._runner = web.AppRunner(app, access_log=None, logger=_QUIET)

@@ -15,6 +15,16 @@ from harness.target import Target
 
 Outcome = Literal["passed", "failed", "skipped"]
 
+RATE_LIMIT_TRIES = 5
+"""How often a suite sends one call the target keeps answering 429, each time after its Retry-After."""
+RETRY_AFTER_CAP_S = 30.0
+"""The longest a suite waits out one Retry-After."""
+
+
+def retry_after_wait_s(retry_after: float | None) -> float:
+    """How long a suite waits after a 429: the target's Retry-After (1 s without one), capped."""
+    return min(RETRY_AFTER_CAP_S, max(0.0, 1.0 if retry_after is None else retry_after))
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:

@@ -17,12 +17,10 @@ from typing import Any, TypeVar
 
 from harness.connector import HostedAiConnector, HostedAiError, RateLimited
 from harness.control_plane import ControlPlane, ControlPlaneError, JournalEntry
-from harness.suites.base import CheckResult
+from harness.suites.base import RATE_LIMIT_TRIES, CheckResult, retry_after_wait_s
 
 _TRAILS = 5
 _T = TypeVar("_T")
-RATE_LIMIT_TRIES = 5
-RETRY_AFTER_CAP_S = 30.0
 
 
 async def _patiently(call: Callable[[], Awaitable[_T]]) -> _T:
@@ -32,7 +30,7 @@ async def _patiently(call: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await call()
         except RateLimited as exc:
-            await asyncio.sleep(min(RETRY_AFTER_CAP_S, max(0.0, exc.retry_after or 1.0)))
+            await asyncio.sleep(retry_after_wait_s(exc.retry_after))
     return await call()
 
 

@@ -27,6 +27,7 @@ import pydantic
 
 from harness.connector import HostedAiConnector, HostedAiError
 from harness.control_plane import ControlPlane, ControlPlaneError
+from harness.suites.base import RATE_LIMIT_TRIES, retry_after_wait_s
 from harness.suites.contract.proxy import RetryLater
 from harness.suites.shapes import Shape
 from harness.target import Target
@@ -36,8 +37,6 @@ ALLOCATIONS = 3
 RUN_LABEL = "harness_probe"
 BURST = 12
 """Concurrent reads sent at once to see how the target rate-limits (a 429 must carry Retry-After)."""
-RATE_LIMIT_RETRIES = 5
-RETRY_AFTER_CAP_S = 30.0
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
@@ -85,7 +84,7 @@ class Exchange:
 
 def _retry_after_s(exchange: Exchange) -> float | None:
     try:
-        return min(RETRY_AFTER_CAP_S, max(0.0, float(exchange.headers.get("retry-after", ""))))
+        return retry_after_wait_s(float(exchange.headers.get("retry-after", "")))
     except ValueError:
         return None
 
@@ -165,7 +164,7 @@ class Prober:
     ) -> Exchange:
         """Send once; `patient`: a 429 with a Retry-After is waited out and sent again (a few times, each
         429 kept as evidence under `<label>:429`), as a client of a rate-limited service must."""
-        for _ in range(RATE_LIMIT_RETRIES):
+        for _ in range(RATE_LIMIT_TRIES):
             exchange = await self._send_once(
                 label, method, path, body, raw, content_type, key, key_env, request_id, headers
             )

@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from harness.suites.base import retry_after_wait_s
 from harness.target import Target
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the proxy's own client or server must set.
@@ -55,7 +56,6 @@ _OPERATIONS = (
     ("GET", re.compile(r"^/v1/models/?$"), "listModels"),
     ("GET", re.compile(r"^/v1/usage/?$"), "getUsage"),
 )
-RETRY_AFTER_CAP_S = 30.0
 _QUIET = logging.getLogger("harness.suites.contract.proxy")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
@@ -225,9 +225,9 @@ class BudgetProxy:
 
 def _seconds(value: str | None) -> float:
     try:
-        return min(RETRY_AFTER_CAP_S, max(0.0, float(value))) if value is not None else 1.0
+        return retry_after_wait_s(None if value is None else float(value))
     except ValueError:
-        return 1.0
+        return retry_after_wait_s(None)
 
 
 def _budget_spent(request: web.Request, budget: int) -> web.Response:

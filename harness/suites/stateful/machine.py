@@ -46,7 +46,7 @@ from harness.connector import (
     StreamDone,
     StreamToken,
 )
-from harness.suites.base import RunOptions
+from harness.suites.base import RATE_LIMIT_TRIES, RunOptions, retry_after_wait_s
 from harness.suites.shapes import Shape, TierView
 from harness.target import Target
 
@@ -91,9 +91,6 @@ MAX_HELD = 12
 CROSSINGS = 2
 """Tier crossings one example may try: enough to see both answers, few enough to leave the steps to
 the other rules (a crossing is always possible, so it would otherwise be drawn far more often)."""
-RATE_LIMIT_RETRIES = 5
-"""How often one call is retried after a 429, each after the server's Retry-After (capped)."""
-RETRY_AFTER_CAP_S = 30.0
 
 
 class Violation(Exception):
@@ -190,15 +187,14 @@ class RunContext:
 
     def patiently(self, check: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run one call, honouring 429s: wait the server's Retry-After and try again, a few times."""
-        for _ in range(RATE_LIMIT_RETRIES):
+        for _ in range(RATE_LIMIT_TRIES):
             try:
                 return self.wait(call())
             except RateLimited as exc:
                 self.rate_limited += 1
-                wait_s = min(RETRY_AFTER_CAP_S, exc.retry_after if exc.retry_after is not None else 1.0)
-                if self.stop.wait(wait_s):
+                if self.stop.wait(retry_after_wait_s(exc.retry_after)):
                     raise Stopped from None
-        raise Untested(check, f"the target answered 429 rate_limited {RATE_LIMIT_RETRIES} times in a row")
+        raise Untested(check, f"the target answered 429 rate_limited {RATE_LIMIT_TRIES} times in a row")
 
 
 SlotState = Literal["active", "released", "refused", "unknown"]
@@ -307,18 +303,18 @@ class HostedAiMachine(RuleBasedStateMachine):
     def _raw_patiently(
         self, check: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Mapping[str, str], str]:
-        for _ in range(RATE_LIMIT_RETRIES):
+        for _ in range(RATE_LIMIT_TRIES):
             status, answer_headers, text = self.run.wait(self._raw(method, path, body, headers))
             if status != 429:
                 return status, answer_headers, text
             self.run.rate_limited += 1
             try:
-                wait_s = min(RETRY_AFTER_CAP_S, float(answer_headers.get("Retry-After", "1")))
+                wait_s = retry_after_wait_s(float(answer_headers.get("Retry-After", "1")))
             except ValueError:
-                wait_s = 1.0
+                wait_s = retry_after_wait_s(None)
             if self.run.stop.wait(wait_s):
                 raise Stopped
-        raise Untested(check, f"the target answered 429 rate_limited {RATE_LIMIT_RETRIES} times in a row")
+        raise Untested(check, f"the target answered 429 rate_limited {RATE_LIMIT_TRIES} times in a row")
 
     # ---- rules -------------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
     hostedai-harness verify                      every suite against a mock process (offline)
     hostedai-harness contract --target URL       one suite against a live HostedAI
     hostedai-harness stateful --seed 7 --examples 100
+    hostedai-harness record --target URL --out trace.jsonl      a probe's trace of a live HostedAI
+    hostedai-harness drift --trace trace.jsonl                  the mock against that trace
 
 Exit codes: 0 every check passed, 1 a check failed, 2 the run could not decide (a usage or
 configuration error, a target that cannot be reached or rejects the key, a missing tool, nothing
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.argparsing import OneLineParser
+from harness.drift.cli import DRIFT_COMMANDS, add_drift_commands, run_drift_command
 from harness.preflight import preflight
 from harness.report import failures_text, summary_line, summary_table, verdict, write_reports
 from harness.suites.base import RunOptions, Stopwatch, Suite, SuiteResult
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="the target is known to ignore Idempotency-Key (HostedAI today): skip those checks",
         )
+    add_drift_commands(sub)
     return parser
 
 
@@ -240,6 +244,8 @@ def _why_undecided(results: list[SuiteResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in DRIFT_COMMANDS:
+        return run_drift_command(args)
     try:
         return asyncio.run(_run(args))
     except (TargetError, MissingTool) as exc:

@@ -29,3 +29,6 @@ HARPOON_CONFIG = CONFIGS_DIR / "harpoon.yaml"
 """harpoon-service's default configuration."""
 
 LOADTESTS_DIR = _packaged_or_checkout("_loadtests", "loadtests")
+
+TRACE_SCHEMA = _PACKAGE / "drift" / "trace.schema.json"
+"""The JSON Schema of a drift trace's lines (inside the package in a wheel and a checkout alike)."""

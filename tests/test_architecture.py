@@ -35,6 +35,7 @@ LAYERS: dict[str, list[tuple[str, ...]]] = {
         ("harness.preflight",),
         ("harness.suites",),
         ("harness.report",),
+        ("harness.drift",),
         ("harness.cli", "harness.__main__", "harness.pytest_plugin"),
     ],
 }
@@ -45,6 +46,7 @@ VERIFYING = (
     "harness.preflight",
     "harness.suites",
     "harness.report",
+    "harness.drift",
     "harness.cli",
     "harness.pytest_plugin",
 )

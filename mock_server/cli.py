@@ -9,12 +9,14 @@ import ssl
 import sys
 from collections.abc import Callable
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from mock_server import serving
 from mock_server.api.app import create_app
 from mock_server.api.problems import ApiError, render
+from mock_server.api.proxy import UPSTREAM
 from mock_server.api.state import STATE
 from mock_server.config import ConfigError, MockConfig, load_config
 from mock_server.logs import AccessLog, configure_logging
@@ -30,7 +32,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.")
+    common = _Parser(add_help=False)
+    _server_flags(common)
+    parser = _Parser(
+        prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{proxy}")
+    text = "serve the public API by forwarding to an upstream HostedAI, with the control plane's faults applied"
+    proxy = sub.add_parser("proxy", help=text, description=text, parents=[common])
+    proxy.add_argument("--upstream", required=True, metavar="URL", help="the HostedAI base URL to forward to")
+    return parser
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: the packaged default config)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")
@@ -66,8 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="another host name the self-signed certificate is valid for (repeatable; e.g. a service name)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser
 
 
 ADMIN_TOKEN_ENV = "HOSTEDAI_ADMIN_TOKEN"
@@ -106,8 +119,12 @@ def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_self_signed": args.tls_self_signed, **names}
 
 
-def banner(config: MockConfig, url: str) -> str:
+def banner(config: MockConfig, url: str, upstream: str | None = None) -> str:
     """The start-up line: where the mock listens and how it runs. It names tenants, never their keys."""
+    if upstream is not None:
+        control = "control plane on" if config.server.admin_token else "no control plane"
+        clock = config.simulation.clock
+        return f"HostedAI mock listening on {url}  (fault proxy to {upstream}; {control}; clock {clock})"
     tenants = ", ".join(config.tenants)
     control = "control plane on" if config.server.admin_token else "no control plane"
     ca = ca_file(config.server)
@@ -149,6 +166,7 @@ _MALFORMED = "The request is not well-formed HTTP/1.1 (request line, headers or 
 
 
 async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLContext | None = None) -> None:
+    upstream = app.get(UPSTREAM)
     await serving.serve(
         app,
         host=config.server.host,
@@ -156,16 +174,20 @@ async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLCo
         limits=connection_limits(config),
         render_problem=protocol_problem(app),
         access_log=AccessLog,
-        started=lambda url: print(banner(config, url), flush=True),
+        started=lambda url: print(banner(config, url, upstream.url if upstream else None), flush=True),
         ssl_context=ssl_context,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    upstream = getattr(args, "upstream", None)
     try:
+        if upstream is not None:
+            _check_upstream(upstream)
+            args.strict = False  # the upstream's answers are what they are: the proxy passes them on
         config = resolve_config(args)
-        app = create_app(config)
+        app = create_app(config, upstream=upstream)
         ssl_context = context_for(config.server)
     except ConfigError as exc:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
@@ -182,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_logging()
     return 0
+
+
+def _check_upstream(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"--upstream must be an http(s) base URL such as https://api.hosted.ai, not {url!r}")
 
 
 def secrets(config: MockConfig) -> list[str]:

@@ -26,6 +26,7 @@ from mock_server.api.inputs import read_call
 from mock_server.api.journal import Journal, Outcome, operation_name
 from mock_server.api.metrics import ServerMetrics
 from mock_server.api.problems import ApiError, render
+from mock_server.api.proxy import UPSTREAM, Upstream, proxy_endpoint
 from mock_server.api.state import OUTCOME, REQUEST_ID, RESPONSE_DATA, STATE, ServerState, Waiters
 from mock_server.config import ConfigError, MockConfig, default_config
 from mock_server.dashboard.latency import LatencyWindow
@@ -255,10 +256,19 @@ def validate_control_plane_config(config: MockConfig, admin: Contract) -> None:
             raise ConfigError(f"config key scenarios: no scenario {name!r} (known: {', '.join(SCENARIOS)})")
 
 
+# In proxy mode, what the proxy answers itself rather than forwarding: its own health, metrics and contract.
+_LOCAL_OPERATIONS = frozenset({"getHealth", "getMetrics", "getOpenApiYaml", "getOpenApiJson"})
+
+
 def create_app(
-    config: MockConfig | None = None, *, clock: Clock | None = None, contract: Contract | None = None
+    config: MockConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    contract: Contract | None = None,
+    upstream: str | None = None,
 ) -> web.Application:
-    """The mock's aiohttp app. Raises ConfigError for fault rules or scenarios the config gets wrong."""
+    """The mock's aiohttp app. Raises ConfigError for fault rules or scenarios the config gets wrong.
+    With `upstream` (a HostedAI base URL), the fault proxy: the public API is forwarded there (`proxy.py`)."""
     config = config or default_config()
     contract = contract or Contract.load()
     admin = Contract.load(ADMIN_CONTRACT)
@@ -285,10 +295,16 @@ def create_app(
         latency=LatencyWindow(time.monotonic),
         _ids=random.Random(stable_seed("request-ids", sim.id_seed)),
     )
+    public = set(contract.operations)
     for operation, handler in routes:
-        app.router.add_route(
-            operation.method, operation.path, _endpoint(operation, handler, config), name=operation.operation_id
-        )
+        if upstream is not None and operation.operation_id in public - _LOCAL_OPERATIONS:
+            endpoint = proxy_endpoint(operation)
+        else:
+            endpoint = _endpoint(operation, handler, config)
+        app.router.add_route(operation.method, operation.path, endpoint, name=operation.operation_id)
+    if upstream is not None:
+        app[UPSTREAM] = forwarder = Upstream(upstream)
+        app.cleanup_ctx.append(forwarder.session_context)
     app.cleanup_ctx.append(_lease_ticker)
     app.on_shutdown.append(_end_streams)
     return app

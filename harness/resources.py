@@ -29,6 +29,5 @@ HARPOON_CONFIG = CONFIGS_DIR / "harpoon.yaml"
 """harpoon-service's default configuration."""
 
 LOADTESTS_DIR = _packaged_or_checkout("_loadtests", "loadtests")
-
-TRACE_SCHEMA = _PACKAGE / "drift" / "trace.schema.json"
-"""The JSON Schema of a drift trace's lines (inside the package in a wheel and a checkout alike)."""
+TRACE_SCHEMA = CONTRACTS_DIR / "drift-trace.v1.schema.json"
+"""The JSON Schema of a drift trace's lines: written by `record`, read by `drift` and `hostedai-mock calibrate`."""

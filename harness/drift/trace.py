@@ -1,5 +1,5 @@
 """The trace format: JSON lines, a header then one record per request, each checked against the
-packaged JSON Schema (`trace.schema.json`) when written and when read.
+packaged JSON Schema (`contracts/drift-trace.v1.schema.json`) when written and when read.
 
 A trace is what `hostedai-harness record` leaves and `drift` and `hostedai-mock calibrate` read, possibly
 on another machine, months later, with another version of the kit: so it says its format version, and a

@@ -12,6 +12,7 @@ import pytest
 from harness.cli import main
 from harness.drift.trace import VERSION, TraceWriter, make_header, problem, read_trace
 from harness.resources import TRACE_SCHEMA
+from mock_server import resources as mock_resources
 
 PLAN = {"cycles": 1, "inferences": 1, "max_tokens": 8, "max_allocations": 2, "pools": None}
 
@@ -49,10 +50,12 @@ def _write(path: Path, lines: list[Any]) -> Path:
     return path
 
 
-def test_the_schema_ships_inside_the_package() -> None:
+def test_both_packages_read_the_one_schema_and_ship_it() -> None:
     assert TRACE_SCHEMA.is_file()
-    assert TRACE_SCHEMA.parent.name == "drift"
-    assert TRACE_SCHEMA.parent.parent.name == "harness"
+    assert TRACE_SCHEMA == mock_resources.TRACE_SCHEMA
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert '"contracts/drift-trace.v1.schema.json" = "harness/_contracts/drift-trace.v1.schema.json"' in pyproject
+    assert '"contracts" = "mock_server/_contracts"' in pyproject
 
 
 def test_a_written_trace_reads_back(tmp_path: Path) -> None:

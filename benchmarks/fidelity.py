@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import math
 import random
@@ -577,58 +576,28 @@ def measure(only: set[str] | None = None, profiles: set[str] | None = None) -> l
 # ---- fitting --------------------------------------------------------------------------------------------
 
 
-def _knobs(profile: dict[str, Any]) -> list[tuple[str, int | None]]:
-    knobs: list[tuple[str, int | None]] = [("decode", i) for i in range(len(profile["decode"]["step_ms"]))]
-    return knobs + [(k, None) for k in ("kv_ns_per_token", "prefill_us_per_token", "request_overhead_ms")]
-
-
-def _get(profile: dict[str, Any], knob: tuple[str, int | None]) -> float:
-    name, index = knob
-    return (
-        float(profile["decode"]["step_ms"][index]) if name == "decode" and index is not None else float(profile[name])
-    )
-
-
-def _set(profile: dict[str, Any], knob: tuple[str, int | None], value: float) -> None:
-    name, index = knob
-    if name == "decode" and index is not None:
-        steps = profile["decode"]["step_ms"]
-        steps[index] = value
-        for i in range(1, len(steps)):  # a bigger batch never steps faster
-            steps[i] = max(steps[i], steps[i - 1])
-    else:
-        profile[name] = value
-
-
 def fit(name: str, rounds: int = 6) -> dict[str, Any]:
-    """Coordinate descent over the profile's figures (multiplicative steps, shrinking), minimising the
-    squared log errors of its anchored points, each scaled by its band."""
+    """Coordinate descent over the profile's figures (`mock_server/calibrate/descent.py`, which
+    `hostedai-mock calibrate` also uses), minimising the squared log errors of its anchored points, each
+    scaled by its band."""
+    from mock_server.calibrate.descent import coordinate_descent, decode_step_knob, field_knob
     from mock_server.serving_profiles import load_library
 
     profile = load_library()[name].model_dump()
+    knobs = [decode_step_knob(i) for i in range(len(profile["decode"]["step_ms"]))]
+    knobs += [field_knob(k) for k in ("kv_ns_per_token", "prefill_us_per_token", "request_overhead_ms")]
 
-    def loss() -> float:
-        OVERRIDES[name] = profile
+    def loss(candidate: dict[str, Any]) -> float:
+        OVERRIDES[name] = candidate
         results = measure(profiles={name})
         return sum((math.log(r.mock / r.point.expected) / r.point.band) ** 2 for r in results if r.mock > 0)
 
-    best = loss()
-    step = 0.3
-    for _ in range(rounds):
-        for knob in _knobs(profile):
-            for factor in (1 + step, 1 / (1 + step)):
-                before = copy.deepcopy(profile)
-                _set(profile, knob, round(_get(profile, knob) * factor, 4))
-                trial = loss()
-                if trial < best:
-                    best = trial
-                    break
-                profile.clear()
-                profile.update(before)
-        step /= 2
+    def progress(best: float, step: float) -> None:
         print(f"fit {name}: loss {best:.3f} (step {step:.3f})", file=sys.stderr, flush=True)
-    OVERRIDES[name] = profile
-    return profile
+
+    fitted, _ = coordinate_descent(profile, knobs, loss, rounds=rounds, progress=progress)
+    OVERRIDES[name] = fitted
+    return fitted
 
 
 def write_doc(results: list[Result], seconds: float) -> None:

@@ -8,19 +8,23 @@ import os
 import ssl
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+import yaml
 from aiohttp import web
+from pydantic import ValidationError
 
 from mock_server import serving
 from mock_server.api.app import create_app
 from mock_server.api.problems import ApiError, render
 from mock_server.api.proxy import UPSTREAM
 from mock_server.api.state import STATE
-from mock_server.config import ConfigError, MockConfig, load_config
+from mock_server.config import ConfigError, MockConfig, load_config, parse_config
 from mock_server.logs import AccessLog, configure_logging
 from mock_server.serving import ConnectionLimits
+from mock_server.serving_profiles import ProfileLibrary
 from mock_server.tls import ca_file, context_for
 from mock_server.version import __version__
 
@@ -38,15 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.", parents=[common]
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{proxy}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{proxy,calibrate}")
     text = "serve the public API by forwarding to an upstream HostedAI, with the control plane's faults applied"
     proxy = sub.add_parser("proxy", help=text, description=text, parents=[common])
     proxy.add_argument("--upstream", required=True, metavar="URL", help="the HostedAI base URL to forward to")
+    text = "fit serving profiles to a trace of `hostedai-harness record`, with their held-out error"
+    cal = sub.add_parser("calibrate", help=text, description=text)
+    cal.add_argument("trace", help="a trace written by `hostedai-harness record`")
+    cal.add_argument("-o", "--out", required=True, help="the profile file to write (the format of --profile)")
+    cal.add_argument("--config", help="the mock config whose profiles are the starting point (default: packaged)")
+    cal.add_argument(
+        "--min-samples", type=int, default=12, help="fewer inferences of a cell than this are refused (default 12)"
+    )
     return parser
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: the packaged default config)")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="serving profiles (the format of serving_profiles.yaml, e.g. from `calibrate`) over the config's",
+    )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")
     parser.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
@@ -104,6 +121,8 @@ def resolve_config(args: argparse.Namespace) -> MockConfig:
     )
     if args.scenario:
         config = config.model_copy(update={"scenarios": [*config.scenarios, *args.scenario]})
+    if args.profile:
+        config = with_profiles(config, Path(args.profile))
     server = config.server
     if server.admin_token == BUILT_IN_ADMIN_TOKEN and server.host not in _LOOPBACK:
         raise ConfigError(
@@ -111,6 +130,23 @@ def resolve_config(args: argparse.Namespace) -> MockConfig:
             f"set one with --admin-token or ${ADMIN_TOKEN_ENV}"
         )
     return config
+
+
+def with_profiles(config: MockConfig, path: Path) -> MockConfig:
+    """The config with a profile library's profiles over its own (and the packaged ones) of the same name."""
+    try:
+        profiles = ProfileLibrary.model_validate(yaml.safe_load(path.read_text("utf-8"))).profiles
+    except OSError as exc:
+        raise ConfigError(f"--profile {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"--profile {path}: not valid YAML") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(f"--profile {path}: not a serving profile file: {where}: {first['msg']}") from None
+    data = config.model_dump()
+    data["serving_profiles"] = {**data["serving_profiles"], **{k: v.model_dump() for k, v in profiles.items()}}
+    return parse_config(data)
 
 
 def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -181,6 +217,8 @@ async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLCo
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "calibrate":
+        return _calibrate(args)
     upstream = getattr(args, "upstream", None)
     try:
         if upstream is not None:
@@ -204,6 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_logging()
     return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from mock_server.calibrate.command import run  # the simulator's fitting: loaded only when asked for
+
+    if args.min_samples < 3:
+        print("hostedai-mock: error: --min-samples must be at least 3 (see --help)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"hostedai-mock: error: {exc}", file=sys.stderr)
+        return 2
+    return run(args.trace, args.out, config, args.min_samples)
 
 
 def _check_upstream(url: str) -> None:

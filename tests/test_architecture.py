@@ -21,6 +21,7 @@ LAYERS: dict[str, list[tuple[str, ...]]] = {
         ("mock_server.serving_profiles",),
         ("mock_server.config",),
         ("mock_server.sim",),
+        ("mock_server.calibrate",),
         ("mock_server.dashboard",),
         ("mock_server.api",),
         ("mock_server.tls",),

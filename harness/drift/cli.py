@@ -44,6 +44,7 @@ def add_drift_commands(sub: Any) -> None:
     _target_flags(cmd, required=False)
     cmd.add_argument("--out", help="with --target: keep the trace recorded here")
     cmd.add_argument("--config", help="the mock's YAML config to replay against (default: its packaged one)")
+    cmd.add_argument("--profile", help="serving profiles to replay with (a file of `hostedai-mock calibrate`)")
     cmd.add_argument(
         "--alpha",
         type=fraction(0.0, 1.0),
@@ -127,12 +128,12 @@ def _out(value: str) -> Path:
     return path
 
 
-def _config(value: str | None) -> Path | None:
+def _config(value: str | None, flag: str = "--config") -> Path | None:
     if value is None:
         return None
     path = Path(value).expanduser().resolve()
     if not path.is_file():
-        raise TargetError(f"--config {value}: no such file")
+        raise TargetError(f"{flag} {value}: no such file")
     return path
 
 
@@ -165,12 +166,13 @@ async def _drift(args: argparse.Namespace) -> int:
         alpha=args.alpha, max_ks=args.max_ks, min_samples=args.min_samples, min_shift=args.min_shift
     )
     config = _config(args.config)
+    profile = _config(args.profile, "--profile")
     report_dir = _report_dir(args.report_dir)
     watch = Stopwatch()
     if args.trace is not None:
         trace = read_trace(args.trace)
         print(f"replaying the probe of {args.trace} against a mock …", flush=True)
-        result = await drift(trace, config, thresholds)
+        result = await drift(trace, config, thresholds, profile)
     else:
         target = _target(args)
         print(f"recording {target_host(target.url)} …", flush=True)
@@ -180,7 +182,7 @@ async def _drift(args: argparse.Namespace) -> int:
             write_trace(recording, out)
             _print_recording(recording, out)
         print("replaying the same probe against a mock …", flush=True)
-        replayed = await replay(recording.trace, config)
+        replayed = await replay(recording.trace, config, profile)
         result = judge(recording.trace, replayed, thresholds, watch.elapsed)
     result.replay = _replay_command(args)
     seed = int(trace.header["seed"]) if args.trace is not None else args.seed
@@ -193,6 +195,8 @@ def _replay_command(args: argparse.Namespace) -> str:
     parts = [PROG, "drift", *(["--trace", args.trace] if args.trace else ["--target", args.target])]
     if args.config:
         parts += ["--config", args.config]
+    if args.profile:
+        parts += ["--profile", args.profile]
     for flag, value, default in (
         ("--alpha", args.alpha, _DEFAULT.alpha),
         ("--max-ks", args.max_ks, _DEFAULT.max_ks),

@@ -66,10 +66,18 @@ def write_trace(recording: Recording, out: Path) -> None:
         raise TargetError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
 
 
-async def replay(trace: Trace, config: Path | None) -> Recording:
-    """The trace's probe, with its seed, against a mock process (manual clock: nothing waits, and the
-    timings it reports are its model's) started with `config`."""
-    extra = ["--config", str(config)] if config is not None else []
+REPLAY_TIME_SCALE = 0.01
+"""The replay mock's clock: real time, a hundred times faster. Not the manual clock: on it simulated
+time never moves between the probe's requests, so each request after the first on an allocation
+meets the step its predecessor left in flight (a TTFT a decode step too long), which a live service,
+where time passes, never shows. The timings the mock reports stay in simulated milliseconds."""
+
+
+async def replay(trace: Trace, config: Path | None, profile: Path | None = None) -> Recording:
+    """The trace's probe, with its seed, against a mock process started with `config` (and `profile`)."""
+    extra = ["--clock", "real", "--time-scale", str(REPLAY_TIME_SCALE)]
+    extra += ["--config", str(config)] if config is not None else []
+    extra += ["--profile", str(profile)] if profile is not None else []
     plan = ProbePlan.from_header(trace.header["probe"])
     async with mock_process(int(trace.header["seed"]), extra) as target:
         return await record(target, plan, int(trace.header["seed"]))
@@ -89,7 +97,7 @@ def judge(trace: Trace, replayed: Recording, thresholds: Thresholds, duration_s:
     return result
 
 
-async def drift(trace: Trace, config: Path | None, thresholds: Thresholds) -> SuiteResult:
+async def drift(trace: Trace, config: Path | None, thresholds: Thresholds, profile: Path | None = None) -> SuiteResult:
     watch = Stopwatch()
-    replayed = await replay(trace, config)
+    replayed = await replay(trace, config, profile)
     return judge(trace, replayed, thresholds, watch.elapsed)

@@ -54,7 +54,8 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple
 
     def run(change: Callable[[dict[str, Any]], None] | None = None, *, seed: int = 100, probe_seed: int = 0) -> Any:
         trace = tmp_path / f"trace-{seed}.jsonl"
-        with MockHostedAI(_config(change), strict=False, clock="manual", seed=seed) as mock:
+        # A real clock, a hundred times fast, as drift's replay runs: a live service's time passes.
+        with MockHostedAI(_config(change), strict=False, clock="real", time_scale=0.01, seed=seed) as mock:
             _record(mock, trace, probe_seed, monkeypatch)
         return _drift(trace, tmp_path / f"report-{seed}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from harness.drift.commands import Recording, drift, judge, record, replay, writ
 from harness.drift.compare import Thresholds
 from harness.drift.probe import ProbePlan
 from harness.drift.trace import TraceError, read_trace, target_host
-from harness.report import failures_text, summary_line, summary_table, verdict, write_reports
+from harness.report import failures_text, summary_table, verdict, write_reports
 from harness.suites.base import Stopwatch, SuiteResult
 from harness.target import Target, TargetError, ca_bundle_path, url_target
 
@@ -168,6 +169,7 @@ async def _drift(args: argparse.Namespace) -> int:
     config = _config(args.config)
     profile = _config(args.profile, "--profile")
     report_dir = _report_dir(args.report_dir)
+    out = _out(args.out) if args.out else None  # a bad path is found before the live run, not after
     watch = Stopwatch()
     if args.trace is not None:
         trace = read_trace(args.trace)
@@ -177,21 +179,19 @@ async def _drift(args: argparse.Namespace) -> int:
         target = _target(args)
         print(f"recording {target_host(target.url)} …", flush=True)
         recording = await record(target, _plan(args), args.seed)
-        if args.out:
-            out = _out(args.out)
+        trace = recording.trace
+        if out is not None:
             write_trace(recording, out)
             _print_recording(recording, out)
         print("replaying the same probe against a mock …", flush=True)
-        replayed = await replay(recording.trace, config, profile)
-        result = judge(recording.trace, replayed, thresholds, watch.elapsed)
+        replayed = await replay(trace, config, profile)
+        result = judge(trace, replayed, thresholds, watch.elapsed)
     result.replay = _replay_command(args)
-    seed = int(trace.header["seed"]) if args.trace is not None else args.seed
-    return _tell([result], report_dir, result.notes[0] if result.notes else "drift", seed)
+    label = f"{trace.header['target']} (trace) against the mock"
+    return _tell([result], report_dir, label, int(trace.header["seed"]))
 
 
 def _replay_command(args: argparse.Namespace) -> str:
-    import shlex
-
     parts = [PROG, "drift", *(["--trace", args.trace] if args.trace else ["--target", args.target])]
     if args.config:
         parts += ["--config", args.config]
@@ -232,12 +232,20 @@ def _tell(results: list[SuiteResult], report_dir: Path | None, label: str, seed:
         for path in write_reports(results, report_dir, target):
             print(f"report: {path}")
     outcome = verdict(results)
-    line = summary_line(results, seed, 0).replace(", examples 0", "")
-    print(f"\n{line.replace('checks passed', 'aspects alike').replace(' failed', ' drifted')}")
+    print(f"\n{_last_line(results, seed)}")
     if outcome == "undecided":
         print(f"{PROG}: error: nothing could be compared between the trace and the mock", file=sys.stderr)
         return 2
     return 0 if outcome == "passed" else 1
+
+
+def _last_line(results: list[SuiteResult], seed: int) -> str:
+    """The verdict in drift's words: aspects alike, drifted, skipped."""
+    alike = sum(r.count("passed") for r in results)
+    drifted = sum(r.count("failed") for r in results)
+    skipped = sum(r.count("skipped") for r in results)
+    head = {"passed": "PASSED", "failed": "FAILED", "undecided": "UNDECIDED"}[verdict(results)]
+    return f"{head}: {alike} aspects alike, {drifted} drifted, {skipped} skipped (seed {seed})"
 
 
 def run_drift_command(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,7 +216,7 @@ async def _errors(
         await _quietly(connector.inference(allocation.allocation_id, after), outcome, noted=False)
 
 
-async def _quietly(call: Any, outcome: ProbeOutcome, *, noted: bool = True) -> None:
+async def _quietly(call: Awaitable[Any], outcome: ProbeOutcome, *, noted: bool = True) -> None:
     """Await one connector call; its error is in the trace already (and noted, where none was meant)."""
     try:
         await call

@@ -37,9 +37,9 @@ def _record(mock: MockHostedAI, out: Path, seed: int, monkeypatch: pytest.Monkey
     assert main(["record", "--target", mock.url, "--out", str(out), "--seed", str(seed), *PROBE]) == 0
 
 
-def _drift(trace: Path, report_dir: Path) -> tuple[int, dict[str, str]]:
+def _drift(source: list[str], report_dir: Path) -> tuple[int, dict[str, str]]:
     """drift's exit code, and the outcome of every check by name."""
-    code = main(["drift", "--trace", str(trace), "--report-dir", str(report_dir)])
+    code = main(["drift", *source, "--report-dir", str(report_dir)])
     summary = json.loads((report_dir / "summary.json").read_text())
     return code, {c["name"]: c["outcome"] for c in summary["suites"][0]["checks"]}
 
@@ -52,19 +52,32 @@ def _failed(outcomes: dict[str, str]) -> list[str]:
 def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, dict[str, str]]]:
     """Record a second mock (its config changed by `change`) as if it were live, then drift against it."""
 
-    def run(change: Callable[[dict[str, Any]], None] | None = None, *, seed: int = 100, probe_seed: int = 0) -> Any:
+    def run(
+        change: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        seed: int = 100,
+        probe_seed: int = 0,
+        one_go: bool = False,
+    ) -> Any:
         trace = tmp_path / f"trace-{seed}.jsonl"
+        report = tmp_path / f"report-{seed}"
         # A real clock, a hundred times fast, as drift's replay runs: a live service's time passes.
         with MockHostedAI(_config(change), strict=False, clock="real", time_scale=0.01, seed=seed) as mock:
-            _record(mock, trace, probe_seed, monkeypatch)
-        return _drift(trace, tmp_path / f"report-{seed}")
+            if not one_go:
+                _record(mock, trace, probe_seed, monkeypatch)
+                return _drift(["--trace", str(trace)], report)
+            # `drift --target`: record and drift in one go, the trace kept with --out.
+            monkeypatch.setenv("HOSTED_AI_API_KEY", mock.api_key)
+            found = _drift(["--target", mock.url, "--seed", str(probe_seed), "--out", str(trace), *PROBE], report)
+            assert trace.is_file()
+            return found
 
     return run
 
 
-@pytest.mark.parametrize("seed", [101, 202, 303])
-def test_drift_finds_nothing_between_two_mocks_of_one_config(live: Any, seed: int) -> None:
-    code, outcomes = live(seed=seed, probe_seed=seed % 7)
+@pytest.mark.parametrize(("seed", "one_go"), [(101, False), (202, False), (303, True)])
+def test_drift_finds_nothing_between_two_mocks_of_one_config(live: Any, seed: int, one_go: bool) -> None:
+    code, outcomes = live(seed=seed, probe_seed=seed % 7, one_go=one_go)
     assert _failed(outcomes) == []
     # Timing was judged, not skipped: the probe gives enough samples.
     assert any(name.startswith("timing:") and outcome == "passed" for name, outcome in outcomes.items())

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     text = "serve the public API by forwarding to an upstream HostedAI, with the control plane's faults applied"
     proxy = sub.add_parser("proxy", help=text, description=text, parents=[common])
     proxy.add_argument("--upstream", required=True, metavar="URL", help="the HostedAI base URL to forward to")
+    proxy.add_argument(
+        "--record", metavar="FILE", help="write the upstream's answers as a drift trace (for `calibrate`)"
+    )
     text = "fit serving profiles to a trace of `hostedai-harness record`, with their held-out error"
     cal = sub.add_parser("calibrate", help=text, description=text)
     cal.add_argument("trace", help="a trace written by `hostedai-harness record`")
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             _check_upstream(upstream)
             args.strict = False  # the upstream's answers are what they are: the proxy passes them on
         config = resolve_config(args)
-        app = create_app(config, upstream=upstream)
+        record = getattr(args, "record", None)
+        app = create_app(config, upstream=upstream, record=_writable(record) if record else None)
         ssl_context = context_for(config.server)
     except ConfigError as exc:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
@@ -256,6 +260,13 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"hostedai-mock: error: {exc}", file=sys.stderr)
         return 2
     return run(args.trace, args.out, config, args.min_samples)
+
+
+def _writable(value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if not path.parent.is_dir():
+        raise ConfigError(f"--record {value}: no such directory {path.parent}")
+    return path
 
 
 def _check_upstream(url: str) -> None:

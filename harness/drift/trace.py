@@ -136,6 +136,11 @@ def read_trace(path: str | Path) -> Trace:
         )
     for number, line in enumerate(parsed, 1):
         why = problem(line)
+        if why is None and number == 1 and line["probe"] is None:
+            raise TraceError(
+                f"--trace {name}: recorded by the fault proxy, so there is no probe script to replay; "
+                "record one with hostedai-harness record (a proxy's trace is for hostedai-mock calibrate)"
+            )
         if why is None and number > 1 and line["kind"] != "request":
             why = "a second header"
         if why is not None:

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
@@ -26,7 +27,8 @@ from mock_server.api.inputs import read_call
 from mock_server.api.journal import Journal, Outcome, operation_name
 from mock_server.api.metrics import ServerMetrics
 from mock_server.api.problems import ApiError, render
-from mock_server.api.proxy import UPSTREAM, Upstream, proxy_endpoint
+from mock_server.api.proxy import PROXY_RECORDER, UPSTREAM, Upstream, proxy_endpoint
+from mock_server.api.proxy_record import ProxyRecorder
 from mock_server.api.state import OUTCOME, REQUEST_ID, RESPONSE_DATA, STATE, ServerState, Waiters
 from mock_server.config import ConfigError, MockConfig, default_config
 from mock_server.dashboard.latency import LatencyWindow
@@ -266,9 +268,11 @@ def create_app(
     clock: Clock | None = None,
     contract: Contract | None = None,
     upstream: str | None = None,
+    record: Path | None = None,
 ) -> web.Application:
     """The mock's aiohttp app. Raises ConfigError for fault rules or scenarios the config gets wrong.
-    With `upstream` (a HostedAI base URL), the fault proxy: the public API is forwarded there (`proxy.py`)."""
+    With `upstream` (a HostedAI base URL), the fault proxy: the public API is forwarded there (`proxy.py`),
+    and with `record` the upstream's answers are written there as a drift trace (`proxy_record.py`)."""
     config = config or default_config()
     contract = contract or Contract.load()
     admin = Contract.load(ADMIN_CONTRACT)
@@ -305,6 +309,13 @@ def create_app(
     if upstream is not None:
         app[UPSTREAM] = forwarder = Upstream(upstream)
         app.cleanup_ctx.append(forwarder.session_context)
+        if record is not None:
+            app[PROXY_RECORDER] = recorder = ProxyRecorder(record, upstream)
+
+            async def close_trace(_: web.Application) -> None:
+                recorder.close()
+
+            app.on_cleanup.append(close_trace)
     app.cleanup_ctx.append(_lease_ticker)
     app.on_shutdown.append(_end_streams)
     return app

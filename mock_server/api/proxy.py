@@ -15,6 +15,7 @@ control plane's state, leaks and clock are the proxy's own simulator's, not the 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from mock_server.api import faults
 from mock_server.api.contract import Operation
 from mock_server.api.journal import operation_name
 from mock_server.api.problems import ApiError
+from mock_server.api.proxy_record import Exchange, ProxyRecorder
 from mock_server.api.state import OUTCOME, REQUEST_ID, STATE, TRUNCATE_AFTER
 from mock_server.sim.faults import OPERATIONS
 
@@ -63,6 +65,7 @@ class Upstream:
 
 
 UPSTREAM = web.AppKey("upstream", Upstream)
+PROXY_RECORDER = web.AppKey("proxy_recorder", ProxyRecorder)
 
 
 def _match_keys(name: str, body: bytes) -> tuple[str | None, str | None]:
@@ -76,20 +79,36 @@ def _match_keys(name: str, body: bytes) -> tuple[str | None, str | None]:
         return None, None
 
 
-async def _relay(request: web.Request, answer: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _relay(
+    request: web.Request, answer: aiohttp.ClientResponse, seen: Exchange | None, now: Callable[[], float]
+) -> web.StreamResponse:
     """The upstream's answer as the client's: a plain body whole; an event stream as it comes, cut after
-    `after_tokens` token events when a `truncate` rule said so."""
+    `after_tokens` token events when a `truncate` rule said so. `seen` (when recording) is told what the
+    upstream sent."""
     headers = {name: answer.headers[name] for name in _RESPONSE_HEADERS if name in answer.headers}
+    if seen is not None:
+        seen.status = answer.status
+        seen.headers = {
+            name: answer.headers[name] for name in (*_RESPONSE_HEADERS, "X-Request-Id") if name in answer.headers
+        }
     if answer.content_type != "text/event-stream":
         body = await answer.read()
         answer.release()
+        if seen is not None:
+            seen.body, seen.ended = body, now()
         return web.Response(status=answer.status, body=body, headers=headers)
     stream = web.StreamResponse(status=answer.status, headers=headers)
     stream.headers["X-Request-Id"] = request[REQUEST_ID]
     await stream.prepare(request)
-    cut_after, tokens = request.get(TRUNCATE_AFTER), 0
+    cut_after, tokens, event = request.get(TRUNCATE_AFTER), 0, b""
     try:
         async for line in answer.content:
+            if line.startswith(b"event:"):
+                event = line[len(b"event:") :].strip()
+                if seen is not None and event == b"token":
+                    seen.token_times.append(now())
+            elif seen is not None and event == b"done" and line.startswith(b"data:"):
+                seen.done = _object(line[len(b"data:") :])
             if cut_after is not None and line.startswith(b"event: token"):
                 if tokens >= cut_after:
                     faults.cut_connection(request, reset=False)
@@ -99,7 +118,17 @@ async def _relay(request: web.Request, answer: aiohttp.ClientResponse) -> web.St
         await stream.write_eof()
     finally:
         answer.release()
+        if seen is not None:
+            seen.ended = now()
     return stream
+
+
+def _object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def proxy_endpoint(operation: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -113,6 +142,7 @@ def proxy_endpoint(operation: Operation) -> Callable[[web.Request], Awaitable[we
         outcome.idempotency_key = request.headers.get("Idempotency-Key")
         pool_id, model = _match_keys(name, body)
         now = state.clock.now()
+        recorder = request.app.get(PROXY_RECORDER)
         if faultable:
             decision = state.sim.faults.decide(
                 operation=name, phase="before", now=now, tenant_id=None, pool_id=pool_id, model=model
@@ -123,7 +153,17 @@ def proxy_endpoint(operation: Operation) -> Callable[[web.Request], Awaitable[we
                 instead = await faults.before(request, state, decision, outcome, None)
                 if instead is not None:
                     return instead
-        response = await _relay(request, await upstream.send(request, body))
+        seen = Exchange(operation.operation_id, request.method, body, recorder.now()) if recorder else None
+        try:
+            answer = await upstream.send(request, body)
+        except ApiError:
+            if recorder is not None and seen is not None:
+                seen.transport_error, seen.ended = "UpstreamUnreachable", recorder.now()
+                recorder.record(seen)
+            raise
+        response = await _relay(request, answer, seen, recorder.now if recorder else time.perf_counter)
+        if recorder is not None and seen is not None:
+            recorder.record(seen)  # the upstream's answer, before any after-phase fault spoils it
         location = response.headers.get("Location")
         if location:
             outcome.allocation_id = location.rsplit("/", 1)[-1]

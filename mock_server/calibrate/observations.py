@@ -8,19 +8,13 @@ one line (`TraceError`), never half read.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
-
-from mock_server.resources import TRACE_SCHEMA
-
-FORMAT = "hostedai-drift-trace"
-VERSION = 1
+from mock_server.calibrate.tracefile import FORMAT, VERSION, problem
 
 
 class TraceError(Exception):
@@ -42,25 +36,6 @@ class Trace:
     header: dict[str, Any]
     cells: dict[tuple[str, str], list[Observation]]
     """(GPU type, model) → observations, oldest first."""
-
-
-@functools.cache
-def _validators() -> dict[str, Any]:
-    schema = json.loads(TRACE_SCHEMA.read_text("utf-8"))
-    return {
-        kind: jsonschema_rs.validator_for({"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
-        for kind, name in (("header", "header"), ("request", "record"))
-    }
-
-
-def _problem(line: Any) -> str | None:
-    if not isinstance(line, dict) or line.get("kind") not in ("header", "request"):
-        return "not a trace line (no `kind` of header or request)"
-    error = next(iter(_validators()[line["kind"]].iter_errors(line)), None)
-    if error is None:
-        return None
-    where = "/".join(str(part) for part in error.instance_path) or "the line"
-    return f"{where}: {error.message[:200]}"
 
 
 def observation(record: dict[str, Any]) -> Observation | None:
@@ -102,7 +77,7 @@ def read(path: str | Path) -> Trace:
         raise TraceError(f"{name}: format version {header.get('version')!r}, this tool reads version {VERSION}")
     cells: dict[tuple[str, str], list[Observation]] = defaultdict(list)
     for number, line in enumerate(parsed, 1):
-        why = _problem(line)
+        why = problem(line)
         if why is None and number > 1 and line["kind"] != "request":
             why = "a second header"
         if why is not None:

@@ -3,18 +3,27 @@ loopback), with the control plane's faults acting on the forwarded traffic and t
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from harness.cli import main as harness_main
 from harness.control_plane import ControlPlane
+from harness.drift.commands import record
+from harness.drift.probe import ProbePlan
+from harness.target import Target
 from mock_server import MockHostedAI
 from mock_server.api.app import create_app
+from mock_server.cli import main as mock_main
 from mock_server.config import default_config
 
 GEMMA = {"pool_id": "gpu-pool-2", "requirements": {"tflops": 5, "vram_mb": 2048, "model": "gemma-270m"}}
@@ -145,3 +154,52 @@ def test_the_proxy_command_refuses_a_bad_upstream() -> None:
     assert done.stderr.strip().splitlines() == [
         "hostedai-mock: error: --upstream must be an http(s) base URL such as https://api.hosted.ai, not 'ftp://example'"
     ]
+
+
+async def test_the_proxy_records_the_upstreams_answers_as_a_trace_calibrate_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "proxy.jsonl"
+    async with MockHostedAI(clock="real", time_scale=0.01, seed=3) as upstream:
+        config = default_config().with_overrides(server={"admin_token": TOKEN})
+        runner = web.AppRunner(create_app(config, upstream=upstream.url, record=path), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+        # The harness's probe through the proxy: what the client saw, to hold the proxy's record against.
+        plan = ProbePlan(cycles=4, inferences=2, pools=("gpu-pool-2",))
+        client = await record(Target(url=url, api_key=upstream.api_key, label=url), plan, seed=1)
+        await runner.cleanup()
+    text = path.read_text()
+    assert upstream.api_key not in text
+    header, *lines = [json.loads(line) for line in text.splitlines()]
+    assert header["probe"] is None
+    assert header["target"] == urlsplit(upstream.url).netloc
+
+    def seen(records: list[dict[str, Any]]) -> list[tuple[str, int | None, str | None]]:
+        return sorted((r["operation"], r["status"], r["error_code"]) for r in records)
+
+    # Every forwarded request once, as the upstream answered it: the probe's, and preflight's GET /v1/pools
+    # (sent before the probe's recorder starts).
+    assert seen(lines) == sorted([*seen(client.records), ("listPools", 200, None)])
+    inferences = [r for r in lines if r["operation"] == "createInference" and r["status"] == 200]
+    assert {r["gpu_type"] for r in inferences} == {"L4-24GB"}
+    assert all("ttft_ms" in r["timings"]["reported"] for r in inferences)
+    streamed = [r for r in inferences if r["headers"]["content_type"] == "text/event-stream"]
+    assert streamed
+    assert all(r["timings"]["itl_ms"] for r in streamed)
+    # calibrate reads it; drift cannot replay it, and says so in one line.
+    assert mock_main(["calibrate", str(path), "-o", str(tmp_path / "p.yaml"), "--min-samples", "6"]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(harness_main, ["drift", "--trace", str(path)]) == 2  # its own event loop
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "recorded by the fault proxy" in err
+
+
+def test_the_two_packages_shape_bodies_with_one_function() -> None:
+    # The packages share no code (ARCHITECTURE.md): the trace's shape function is a twin, kept identical.
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "mock_server/calibrate/shape.py").read_bytes() == (root / "harness/drift/shape.py").read_bytes()

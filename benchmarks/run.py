@@ -150,8 +150,8 @@ def server(
             stderr.close()  # type: ignore[union-attr]
 
 
-def mock_argv(port: int, *extra: str, clock: str = "manual") -> list[str]:
-    return ["-m", "mock_server", "--port", str(port), "--clock", clock, "--log-level", "WARNING", *extra]
+def mock_argv(port: int, *extra: str, clock: str = "manual", log_level: str = "WARNING") -> list[str]:
+    return ["-m", "mock_server", "--port", str(port), "--clock", clock, "--log-level", log_level, *extra]
 
 
 def _post(url: str, path: str, body: dict[str, object]) -> dict[str, object]:
@@ -220,10 +220,16 @@ class Comparison:
     name: str
     baseline_rps: list[float]
     subject_rps: list[float]
+    bare_rps: list[float] = field(default_factory=list)
+    """A second baseline, when there is one: the bare fixed-body handler of the same rounds."""
 
     @property
     def ratios(self) -> list[float]:
         return [s / b for s, b in zip(self.subject_rps, self.baseline_rps, strict=True)]
+
+    @property
+    def bare_ratios(self) -> list[float]:
+        return [s / b for s, b in zip(self.subject_rps, self.bare_rps, strict=True)]
 
     @property
     def median_ratio(self) -> float:
@@ -233,28 +239,54 @@ class Comparison:
 # ---- inference path --------------------------------------------------------------------------------
 
 
-def inference_throughput(rounds: int, seconds: int, connections: int, strict: bool) -> Comparison:
-    base_port, mock_port = free_port(), free_port()
-    argv = mock_argv(mock_port, *(["--strict"] if strict else []))
-    name = "inference, strict (requests and responses validated)" if strict else "inference (requests validated)"
-    result = Comparison(name, [], [])
-    with (
-        server(["-m", "benchmarks.minimal_server", str(base_port)], base_port) as base,
-        server(argv, mock_port) as mock,
-    ):
-        alloc = _post(
-            mock,
-            "/v1/allocate",
-            {"pool_id": "gpu-pool-2", "requirements": {"tflops": 5, "vram_mb": 2048, "model": "gemma-270m"}},
-        )
-        body = {"allocation_id": alloc["allocation_id"], "prompt": PROMPT, "max_tokens": 16, "temperature": 0.7}
-        # Warm both up, so the first round measures neither import nor first-request costs.
-        wrk(base, "/v1/inference", body, 1, connections)
-        wrk(mock, "/v1/inference", body, 1, connections)
+# The mock's settings each inference row runs with: extra arguments, and whether it logs (INFO, the
+# default: an access-log line per request, to a file) or not (WARNING).
+INFERENCE_ROWS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("inference, default settings (validation, auth, journal, metrics, access log)", (), True),
+    ("inference, strict (responses validated too), default settings", ("--strict",), True),
+    ("inference, `--log-level WARNING` (no access log)", (), False),
+)
+
+
+def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Comparison]:
+    """Each row of INFERENCE_ROWS against the JSON-parsing minimal server (`baseline_rps`) and the bare
+    fixed-body handler (`bare_rps`), round by round, every server up at once (idle ones cost nothing)."""
+    ports = [free_port() for _ in range(2 + len(INFERENCE_ROWS))]
+    rows = [Comparison(name, [], []) for name, _, _ in INFERENCE_ROWS]
+    with tempfile.TemporaryDirectory() as logs, ExitStack() as stack:
+        bare = stack.enter_context(server(["-m", "benchmarks.minimal_server", str(ports[0]), "--bare"], ports[0]))
+        base = stack.enter_context(server(["-m", "benchmarks.minimal_server", str(ports[1])], ports[1]))
+        mocks = []
+        for port, (_, extra, logs_requests) in zip(ports[2:], INFERENCE_ROWS, strict=True):
+            argv = mock_argv(port, *extra, log_level="INFO" if logs_requests else "WARNING")
+            mocks.append(stack.enter_context(server(argv, port, log=Path(logs) / f"{port}.log")))
+        bodies = {}
+        for mock in mocks:
+            alloc = _post(
+                mock,
+                "/v1/allocate",
+                {"pool_id": "gpu-pool-2", "requirements": {"tflops": 5, "vram_mb": 2048, "model": "gemma-270m"}},
+            )
+            bodies[mock] = {
+                "allocation_id": alloc["allocation_id"],
+                "prompt": PROMPT,
+                "max_tokens": 16,
+                "temperature": 0.7,
+            }
+        some_body = bodies[mocks[0]]
+        # Warm every server up, so the first round measures neither import nor first-request costs.
+        for url in (bare, base):
+            wrk(url, "/v1/inference", some_body, 1, connections)
+        for mock in mocks:
+            wrk(mock, "/v1/inference", bodies[mock], 1, connections)
         for _ in range(rounds):
-            result.baseline_rps.append(wrk(base, "/v1/inference", body, seconds, connections).rps)
-            result.subject_rps.append(wrk(mock, "/v1/inference", body, seconds, connections).rps)
-    return result
+            bare_rps = wrk(bare, "/v1/inference", some_body, seconds, connections).rps
+            base_rps = wrk(base, "/v1/inference", some_body, seconds, connections).rps
+            for row, mock in zip(rows, mocks, strict=True):
+                row.bare_rps.append(bare_rps)
+                row.baseline_rps.append(base_rps)
+                row.subject_rps.append(wrk(mock, "/v1/inference", bodies[mock], seconds, connections).rps)
+    return rows
 
 
 # ---- full cycle ------------------------------------------------------------------------------------
@@ -690,40 +722,54 @@ def _med(values: list[float]) -> float:
 
 def _inference_section(results: Results) -> list[str]:
     lines = [
-        "## Inference path throughput against a minimal aiohttp handler",
+        "## Inference path throughput against a bare and a minimal aiohttp handler",
         "",
         "The mock answers `POST /v1/inference` on the manual clock (nothing sleeps), validating each request",
-        "against the OpenAPI contract. The baseline (`benchmarks/minimal_server.py`) parses the JSON body and",
-        "answers a fixed JSON document. Target: a median ratio of at least 0.5.",
+        "against the OpenAPI contract. Two baselines, measured in the same rounds: the bare handler",
+        "(`benchmarks/minimal_server.py --bare`) answers a fixed JSON body without reading the request; the",
+        "minimal one parses the JSON body and answers a fixed document. Targets: with default settings, at",
+        "least 0.5× the bare handler; strict mode within 15 % of non-strict; without the access log, at",
+        "least 0.5× the minimal handler.",
         "",
-        "| path | baseline req/s (median) | mock req/s (median) | per-round ratios | median ratio | target |",
-        "|---|---|---|---|---|---|",
+        "| mock settings | bare req/s | minimal req/s | mock req/s | per-round ratios to bare | to bare | to minimal |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in results.inference:
-        verdict = "met" if c.median_ratio >= 0.5 else f"missed by {0.5 - c.median_ratio:.2f}"
+        per_round = ", ".join(f"{r:.2f}" for r in c.bare_ratios)
         lines.append(
-            f"| {c.name} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} "
-            f"| {_ratios(c)} | **{c.median_ratio:.2f}** | ≥ 0.5: {verdict} |"
+            f"| {c.name} | {_med(c.bare_rps):.0f} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} "
+            f"| {per_round} | **{_med(c.bare_ratios):.2f}** | **{c.median_ratio:.2f}** |"
         )
-    lines += [
-        "",
-        "Where the mock's extra time goes (cProfile of the server under this load, 2026-11-27): of roughly",
-        "two baseline requests' worth of time per request, the simulator (`start_inference` +",
-        "`finish_inference`: lookup, text generation, latency plan) takes about 55 µs (timed in-process), request",
-        "validation and parsing (orjson, one compiled jsonschema-rs validator) roughly 20 µs and prometheus-client's",
-        "histograms and counters roughly 20 µs (cProfile shares, so approximate); the rest is aiohttp's routing,",
-        "middleware and response machinery. Strict mode adds one compiled validation of each response.",
-        "Per-round ratios vary by about ±0.07 on this shared 2-core machine, hence the median of alternating",
-        "rounds.",
-        "",
-    ]
+    lines += ["", *_inference_verdicts(results.inference), ""]
     return lines
+
+
+def _inference_verdicts(rows: list[Comparison]) -> list[str]:
+    """Each target against the row it is about (INFERENCE_ROWS' order: default, strict, no access log)."""
+    default, strict, quiet = rows
+
+    def verdict(value: float, bar: float) -> str:
+        return "met" if value >= bar else f"missed by {bar - value:.2f}"
+
+    to_bare = _med(default.bare_ratios)
+    strict_share = _med(strict.subject_rps) / _med(default.subject_rps)
+    quiet_to_minimal = quiet.median_ratio
+    return [
+        f"- Default settings, to the bare handler: **{to_bare:.2f}** (≥ 0.5: {verdict(to_bare, 0.5)}).",
+        f"- Strict against non-strict: **{strict_share:.2f}** of its throughput (≥ 0.85: "
+        f"{verdict(strict_share, 0.85)}).",
+        f"- No access log, to the minimal handler: **{quiet_to_minimal:.2f}** (≥ 0.5: "
+        f"{verdict(quiet_to_minimal, 0.5)}).",
+        "- Per-round ratios vary by about ±0.07 on this shared 2-core machine, hence medians of",
+        "  alternating rounds. Where the time goes: `docs/profile.md`.",
+    ]
 
 
 def _cycle_section(c: Comparison, inference: list[Comparison]) -> list[str]:
     reference = ""
     if inference:
-        reference = f" (the inference path alone: {inference[0].median_ratio:.2f} in this run)"
+        quiet = inference[-1].median_ratio
+        reference = f" (the inference path alone, without the access log like this one: {quiet:.2f} in this run)"
     return [
         "## Full cycle: allocate → infer → release",
         "",
@@ -969,7 +1015,7 @@ def _prism_section(p: PrismResult, inference: list[Comparison]) -> list[str]:
     if inference:
         lines += [
             "",
-            f"The mock serves {inference[0].median_ratio / c.median_ratio:.1f}× Prism's requests per second "
+            f"The mock serves {inference[-1].median_ratio / c.median_ratio:.1f}× Prism's requests per second "
             "on this path (ratio of ratios).",
         ]
     return [*lines, ""]
@@ -1107,10 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "inference" in sections:
         with section("inference"):
-            results.inference = [
-                inference_throughput(args.rounds, args.seconds, args.connections, strict=False),
-                inference_throughput(args.rounds, args.seconds, args.connections, strict=True),
-            ]
+            results.inference = inference_throughput(args.rounds, args.seconds, args.connections)
     if "cycle" in sections:
         with section("cycle"):
             results.cycle = cycle_throughput(args.rounds, args.seconds, args.connections)

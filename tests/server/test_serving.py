@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from harness.service.config import ServiceSettings
 from mock_server import logs, serving
@@ -288,3 +289,21 @@ def test_the_documented_connection_settings_are_the_defaults_of_both_servers() -
     for mock_key, service_key, default in rows:
         assert getattr(mock_defaults, mock_key) == float(default), mock_key
         assert getattr(service_defaults, service_key) == float(default), service_key
+
+
+def test_access_lines_skip_the_logging_machinery_yet_are_stamped_and_scrubbed_like_other_lines(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    stop = logs.configure_logging("INFO", [SECRET])
+    try:
+        logging.getLogger("test").info("before")
+        request = make_mocked_request("GET", f"/v1/pools?api_key={SECRET}", headers={"Host": "h"})
+        logs.AccessLog(logging.getLogger("aiohttp.access"), "").log(request, web.Response(status=204), 0.0012)
+    finally:
+        stop()
+    err = capfd.readouterr().err.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(stamp + " INFO test: before", err[0])
+    assert re.fullmatch(
+        stamp + r' INFO aiohttp.access: \S+ "GET /v1/pools\?api_key=\[redacted\] HTTP/1.1" 204 0 1.2ms', err[1]
+    )

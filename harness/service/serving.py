@@ -114,7 +114,7 @@ class _Connection(asyncio.Protocol):
         # A cast, not an isinstance check: uvloop's transports do not derive from asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
         if not self._guard.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.admitted = True
         self.inner.connection_made(transport)

@@ -85,9 +85,12 @@ class AccessLog(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         version = request.version
+        # aiohttp counts the bytes of a body sent with its headers in one write as 0 (`body_length`):
+        # a whole response says its length in Content-Length.
+        size = response.body_length or response.content_length or 0
         line = (
             f'{request.remote} "{request.method} {request.path_qs} HTTP/{version.major}.{version.minor}" '
-            f"{response.status} {response.body_length} {time * 1000:.1f}ms"
+            f"{response.status} {size} {time * 1000:.1f}ms"
         )
         buffer = _buffer
         if buffer is not None:

@@ -388,6 +388,8 @@ TIMING_CONFIG: dict[str, Any] = {
             "gpus": 1,
             "tflops_per_gpu": 989,
             "vram_mb_per_gpu": 81920,
+            # Serving at once: a model server that takes minutes to load would answer 503 meanwhile.
+            "lifecycle": {"provision_s": {"s": 0}, "load_s": {"s": 0}},
         }
     ],
     "models": {

@@ -15,7 +15,7 @@ from aiohttp import web
 from mock_server import serving
 from mock_server.api.app import create_app
 from mock_server.api.problems import ApiError, render
-from mock_server.api.state import STATE
+from mock_server.api.state import ARRIVED, STATE
 from mock_server.config import ConfigError, MockConfig, load_config
 from mock_server.logs import AccessLog, configure_logging
 from mock_server.serving import ConnectionLimits
@@ -158,6 +158,7 @@ async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLCo
         access_log=AccessLog,
         started=lambda url: print(banner(config, url), flush=True),
         ssl_context=ssl_context,
+        arrived_key=ARRIVED,
     )
 
 

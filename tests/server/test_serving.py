@@ -82,7 +82,12 @@ async def served(limits: ConnectionLimits) -> AsyncIterator[Served]:
         await holder["served"].release.wait()
         return web.json_response({"waited": True})
 
+    async def arrived(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        return web.json_response({"arrived": request.get(serving.ARRIVED), "handled": loop.time()})
+
     app.router.add_get("/health", health)
+    app.router.add_get("/arrived", arrived)
     app.router.add_post("/echo", echo)
     app.router.add_get("/wait", wait)
     stop = asyncio.Event()
@@ -121,6 +126,28 @@ async def _get(url: str, path: str) -> int:
 
 
 QUICK = ConnectionLimits(idle_timeout_s=30, header_timeout_s=0.2, body_timeout_s=0.2, shutdown_timeout_s=0.2)
+
+
+async def test_a_request_is_stamped_with_the_moment_its_first_byte_arrived_not_its_last() -> None:
+    # A server promising a latency counts it from the request's arrival: here the headers take 0.3 s
+    # to come in, and the stamp is from before that wait; the next request on the connection gets its own.
+    async with served(ConnectionLimits(header_timeout_s=5.0)) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        answers = []
+        for _ in range(2):
+            writer.write(b"GET /arr")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(b"ived HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE_S)
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            answers.append(orjson.loads(await reader.readexactly(length)))
+        writer.close()
+    first, second = answers
+    assert first["handled"] - first["arrived"] >= 0.29
+    assert second["handled"] - second["arrived"] >= 0.29
+    assert second["arrived"] > first["handled"]
 
 
 async def test_a_connection_that_sends_no_request_is_closed_after_the_header_timeout() -> None:

@@ -78,7 +78,7 @@ class FanOut:
         caller's token, request id, query (`query(index)`) and body; the 2xx answers, in cell order.
         A refusal every cell gave alike is relayed; anything else that is not 2xx is a 502."""
         body = await request.read()
-        headers = {"X-Request-Id": request["request_id"]}
+        headers = {"X-Request-Id": request[REQUEST_ID]}
         if "X-Admin-Token" in request.headers:
             headers["X-Admin-Token"] = request.headers["X-Admin-Token"]
         if body:
@@ -123,6 +123,7 @@ class FanOut:
 
 
 FANOUT = web.AppKey("fanout", FanOut)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def _fanout(request: web.Request) -> FanOut:
@@ -324,7 +325,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     sent = request.headers.get("X-Request-Id")
-    request["request_id"] = sent if sent and _CLIENT_REQUEST_ID.match(sent) else f"req_{secrets.token_hex(8)}"
+    request[REQUEST_ID] = sent if sent and _CLIENT_REQUEST_ID.match(sent) else f"req_{secrets.token_hex(8)}"
     try:
         response = await handler(request)
     except _Reply as reply:
@@ -334,7 +335,7 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         if answer.retry_after is not None:
             response.headers["Retry-After"] = answer.retry_after
     except ApiError as error:
-        response = render(error, request["request_id"])
+        response = render(error, request[REQUEST_ID])
     except web.HTTPException as exc:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "invalid_request"
@@ -342,8 +343,8 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         detail = (
             "The fan-out serves the control plane's calls listed in docs/cells.md." if exc.status == 404 else exc.reason
         )
-        response = render(ApiError(code, detail, status=exc.status), request["request_id"])
-    response.headers["X-Request-Id"] = request["request_id"]
+        response = render(ApiError(code, detail, status=exc.status), request[REQUEST_ID])
+    response.headers["X-Request-Id"] = request[REQUEST_ID]
     return response
 
 

@@ -73,6 +73,8 @@ def nginx(cells: Sequence[str], fanout: str, *, workers: int = 1) -> Iterator[st
     if binary is None:
         raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
     with tempfile.TemporaryDirectory(prefix="cells-nginx-") as tmp:
+        # Run as root, nginx's workers are another user: they must reach the temporary paths in here.
+        Path(tmp).chmod(0o755)
         port = free_port()
         Path(tmp, "cells.conf").write_text(render_cells_conf(cells, fanout, f"127.0.0.1:{port}"))
         conf = Path(tmp, "nginx.conf")

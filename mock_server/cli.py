@@ -30,7 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.")
+    parser = _Parser(
+        prog="hostedai-mock",
+        description="A stateful mock of HostedAI's GPU-as-a-Service API.",
+        epilog="hostedai-mock fanout --help: one control plane for several mocks run as cells (docs/cells.md).",
+    )
     parser.add_argument("--config", help="YAML config file (default: the packaged default config)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mock_server import cli, fanout
 from mock_server.cells import merge
 from mock_server.cells.rules import RuleIds
 from mock_server.cells.topology import Cell, parse_cell, parse_cells
@@ -132,3 +133,22 @@ def test_leaks_are_merged_oldest_first_each_naming_its_cell() -> None:
     assert merge.leaks(reports) == {
         "leaks": [{"allocation_id": "y", "age_s": 9, "cell": "b"}, {"allocation_id": "x", "age_s": 5, "cell": "a"}]
     }
+
+
+@pytest.mark.parametrize(
+    "argv", [["fanout"], ["fanout", "--cell", "A=http://x"], ["fanout", "--cell", "a=http://x", "--timeout", "0"]]
+)
+def test_a_fan_out_without_good_cells_is_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HOSTEDAI_CELLS", raising=False)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hostedai-mock fanout: error: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_the_fan_out_takes_its_cells_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTEDAI_CELLS", "a=http://mock-a:8000, b=http://mock-b:8000")
+    args = fanout.build_parser().parse_args([])
+    assert fanout.resolve_cells(args) == [Cell("a", "http://mock-a:8000"), Cell("b", "http://mock-b:8000")]

@@ -114,7 +114,8 @@ class FanOut:
                 content_type = resp.headers.get("Content-Type", "")
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return Unreachable(cell, f"no answer ({type(exc).__name__}: {exc})" if str(exc) else type(exc).__name__)
+            said = f": {exc}" if str(exc) else ""
+            return Unreachable(cell, f"no answer ({type(exc).__name__}{said})")
         try:
             parsed = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
@@ -336,6 +337,11 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
             response.headers["Retry-After"] = answer.retry_after
     except ApiError as error:
         response = render(error, request[REQUEST_ID])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        # A 2xx whose body lacks what the contract promises (a cell of another version, or not a mock):
+        # the cells' fault, answered as a gateway's, never as the fan-out's own 500.
+        detail = f"A cell's answer does not have the control plane contract's shape ({type(exc).__name__}: {exc})."
+        response = render(ApiError("bad_gateway", detail), request[REQUEST_ID])
     except web.HTTPException as exc:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "invalid_request"

@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from harness.control_plane import ControlPlane
@@ -160,3 +161,19 @@ async def test_bad_input_to_the_fan_out_is_a_problem_never_a_500(
 async def test_a_wrong_token_is_the_cells_401_relayed(fanout: TestClient[Any, Any]) -> None:
     async with fanout.get("/_admin/leaks", headers={"X-Admin-Token": "wrong"}) as resp:
         await expect_problem(resp, 401, "unauthorized")
+
+
+async def test_a_cell_answering_outside_the_contract_is_a_502_not_a_500() -> None:
+    async def not_a_mock(request: web.Request) -> web.Response:
+        return web.json_response({"hello": "world"})
+
+    app = web.Application()
+    app.router.add_get("/_admin/faults", not_a_mock)
+    async with TestServer(app) as stranger:
+        client = await _fanout([Cell("x", str(stranger.make_url("")).rstrip("/"))])
+        try:
+            async with client.get("/_admin/faults", headers=TOKEN) as resp:
+                problem = await expect_problem(resp, 502, "bad_gateway")
+            assert "contract" in problem["detail"]
+        finally:
+            await client.close()

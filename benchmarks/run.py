@@ -63,7 +63,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.cells import CELLS_CONFIG, nginx
+from benchmarks.cells import CELLS_CONFIG, nginx, nginx_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -1228,7 +1228,9 @@ def main(argv: list[str] | None = None) -> int:
     if "batching" in sections:
         with section("batching"):
             results.batching = batching(args.batching_rounds, args.batching_rates, args.batching_seconds)
-    if "cells" in sections:
+    if "cells" in sections and nginx_binary() is None:
+        print("benchmarks: cells skipped: nginx is not installed (apt-get install nginx-light)", file=sys.stderr)
+    elif "cells" in sections:
         with section("cells"):
             results.cells = cells_throughput(args.rounds, args.seconds, args.connections)
     report = write_report(results, args)

@@ -30,6 +30,8 @@ the clients by request count and a timeout). Sections:
 - batching: the Harpoon orchestrator with request batching on against off (`benchmarks/batching.py`,
   pinned to CPU 1; the mock on the real clock, pinned to CPU 0): allocations per request and the
   latency batching adds, at several arrival rates.
+- cells: the full cycle through nginx (the shipped `deploy/cells/cells.conf.template`) to two mock
+  cells against the same nginx to one (docs/cells.md); one wrk thread per tenant, a tenant per cell.
 
 Two more take too long for this run and write their own sections, which this run keeps:
 `benchmarks/soak.py` (memory over a million cycles and a simulated day) and `benchmarks/hostile.py`
@@ -59,6 +61,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from benchmarks.cells import CELLS_CONFIG, nginx, nginx_binary
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -68,7 +74,7 @@ ALLOCATE_GEMMA: dict[str, object] = {
     "pool_id": "gpu-pool-2",
     "requirements": {"tflops": 5, "vram_mb": 2048, "model": "gemma-270m"},
 }
-SECTIONS = ("inference", "cycle", "accesslog", "timing", "scale", "locust", "prism", "batching")
+SECTIONS = ("inference", "cycle", "accesslog", "timing", "scale", "locust", "prism", "batching", "cells")
 PRISM_VERSION = "5"
 CONFIGURED_MS = 100.0
 
@@ -83,7 +89,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pin(cpu: int) -> list[str]:
+def _pin(cpu: int | None) -> list[str]:
+    """`taskset` onto one CPU; None leaves the process to the scheduler (the cells section)."""
+    if cpu is None:
+        return []
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
@@ -106,7 +115,7 @@ def server(
     python: bool = True,
     wait_s: float = 10.0,
     log: Path | None = None,
-    cpu: int = 0,
+    cpu: int | None = 0,
     limit: Callable[[], None] | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[ServerUrl]:
@@ -174,8 +183,17 @@ class WrkResult:
     output: str
 
 
-def _run_wrk(url: str, seconds: int, connections: int, script: str | None, env: dict[str, str] | None = None) -> str:
-    command = [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+def _run_wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    script: str | None,
+    env: dict[str, str] | None = None,
+    *,
+    threads: int = 1,
+    cpu: int | None = 1,
+) -> str:
+    command = [*_pin(cpu), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
         command += ["-s", script]
     out = subprocess.run(
@@ -291,8 +309,11 @@ def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Co
 # ---- full cycle ------------------------------------------------------------------------------------
 
 
-def _cycles_per_s(url: str, seconds: int, connections: int) -> float:
-    out = _run_wrk(url, seconds, connections, str(HERE / "cycle.lua"), {"CYCLE_POOL": "gpu-pool-1"})
+def _cycles_per_s(url: str, seconds: int, connections: int, keys: list[str] | None = None) -> float:
+    """Cycles per second; with `keys`, one wrk thread per key, unpinned (the cells section)."""
+    env = {"CYCLE_POOL": "gpu-pool-1", **({"CYCLE_KEYS": ",".join(keys)} if keys else {})}
+    threads, cpu = (len(keys), None) if keys else (1, 1)
+    out = _run_wrk(url, seconds, connections, str(HERE / "cycle.lua"), env, threads=threads, cpu=cpu)
     found = re.search(r"CYCLES (\d+) UNEXPECTED (\d+) DURATION_US (\d+)", out)
     if found is None or int(found.group(2)):
         raise BenchmarkError(f"the cycle script saw unexpected answers from {url}:\n{out}")
@@ -311,6 +332,56 @@ def cycle_throughput(rounds: int, seconds: int, connections: int) -> Comparison:
         for _ in range(rounds):
             result.baseline_rps.append(_cycles_per_s(base, seconds, connections))
             result.subject_rps.append(_cycles_per_s(mock, seconds, connections))
+    return result
+
+
+# ---- cells -------------------------------------------------------------------------------------------
+
+
+def _key_per_cell(proxy: str, cells: list[str]) -> list[str]:
+    """For each cell, the first enterprise tenant of configs/cells.yaml whose key nginx sends there (the
+    cell says in /health that it answered)."""
+    found: dict[str, str] = {}
+    for tenant in yaml.safe_load(CELLS_CONFIG.read_text())["tenants"].values():
+        if tenant["tier"] != "enterprise":
+            continue  # the cycle allocates on gpu-pool-1, which serves enterprise tenants only
+        key = tenant["api_keys"][0]
+        request = urllib.request.Request(f"{proxy}/health", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            found.setdefault(json.load(resp)["cell"], key)
+    missing = set(cells) - set(found)
+    if missing:
+        raise BenchmarkError(f"no tenant of {CELLS_CONFIG.name} lands on cell(s) {', '.join(sorted(missing))}")
+    return [found[cell] for cell in cells]
+
+
+def cells_throughput(rounds: int, seconds: int, connections: int) -> Comparison:
+    """Full cycles through nginx (the shipped template) to two cells, against the same nginx to one.
+
+    Nothing is pinned: the question is whether N processes use N CPUs, so the scheduler places the
+    cells, nginx and wrk (pinning a cell would also tie it to a CPU other benchmarks pin their servers
+    to). wrk runs a thread per tenant, one tenant per cell, so both rounds send the same two tenants'
+    requests: to two cells, or both to the one."""
+    names = ["a", "b"]
+    ports = [free_port() for _ in names]
+    config = str(ROOT / "configs" / "cells.yaml")
+    result = Comparison("allocate → infer → release through nginx (cycles/s)", [], [])
+    with ExitStack() as stack:
+        addresses = []
+        for name, port in zip(names, ports, strict=True):
+            argv = mock_argv(port, "--config", config, "--cell", name)
+            stack.enter_context(server(argv, port, cpu=None))
+            addresses.append(f"127.0.0.1:{port}")
+        # No fan-out: this load never reaches /_admin/, and nginx connects to an upstream only when asked.
+        unused_fanout = f"127.0.0.1:{free_port()}"
+        one = stack.enter_context(nginx(addresses[:1], unused_fanout))
+        two = stack.enter_context(nginx(addresses, unused_fanout))
+        keys = _key_per_cell(two, names)
+        _cycles_per_s(one, 1, connections, keys)
+        _cycles_per_s(two, 1, connections, keys)
+        for _ in range(rounds):
+            result.baseline_rps.append(_cycles_per_s(one, seconds, connections, keys))
+            result.subject_rps.append(_cycles_per_s(two, seconds, connections, keys))
     return result
 
 
@@ -710,6 +781,7 @@ class Results:
     locust: LocustResult | None = None
     prism: PrismResult | None = None
     batching: dict[str, Any] | None = None
+    cells: Comparison | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -1064,6 +1136,27 @@ def _batching_section(b: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cells_section(c: Comparison) -> list[str]:
+    return [
+        "## Two cells behind nginx",
+        "",
+        "The full cycle (`benchmarks/cycle.lua`) through nginx rendering the shipped",
+        "`deploy/cells/cells.conf.template` (one worker; it hashes the `Authorization` header) to two mock",
+        "cells, against the same nginx in front of one of them (docs/cells.md). wrk runs one thread per",
+        "tenant, two tenants whose keys nginx sends to different cells, so both rounds carry the same",
+        "requests. Nothing is pinned (the question is whether two processes use two CPUs); on a 2-core",
+        "machine nginx and wrk share the CPUs with the cells, so the ratio is a floor, not what N cores give.",
+        "",
+        "| path | one cell, cycles/s (median) | two cells, cycles/s (median) | per-round ratios | median ratio |",
+        "|---|---|---|---|---|",
+        f"| {c.name} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} | {_ratios(c)} "
+        f"| **{c.median_ratio:.2f}** |",
+        "",
+        f"A cycle is three requests: {_med(c.baseline_rps) * 3:.0f} against {_med(c.subject_rps) * 3:.0f} req/s.",
+        "",
+    ]
+
+
 def write_report(results: Results, args: argparse.Namespace) -> str:
     lines = [
         "# Benchmarks",
@@ -1096,6 +1189,8 @@ def write_report(results: Results, args: argparse.Namespace) -> str:
         lines += _prism_section(results.prism, results.inference)
     if results.batching is not None:
         lines += _batching_section(results.batching)
+    if results.cells is not None:
+        lines += _cells_section(results.cells)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -1171,6 +1266,11 @@ def main(argv: list[str] | None = None) -> int:
     if "batching" in sections:
         with section("batching"):
             results.batching = batching(args.batching_rounds, args.batching_rates, args.batching_seconds)
+    if "cells" in sections and nginx_binary() is None:
+        print("benchmarks: cells skipped: nginx is not installed (apt-get install nginx-light)", file=sys.stderr)
+    elif "cells" in sections:
+        with section("cells"):
+            results.cells = cells_throughput(args.rounds, args.seconds, args.connections)
     report = write_report(results, args)
     if args.no_write or args.only:
         print(report)

@@ -30,7 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.")
+    parser = _Parser(
+        prog="hostedai-mock",
+        description="A stateful mock of HostedAI's GPU-as-a-Service API.",
+        epilog="hostedai-mock fanout --help: one control plane for several mocks run as cells (docs/cells.md).",
+    )
     parser.add_argument("--config", help="YAML config file (default: the packaged default config)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")
@@ -43,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="apply a named fault scenario at start (repeatable; see docs/faults.md)",
+    )
+    parser.add_argument(
+        "--cell",
+        metavar="NAME",
+        help=f"run as this cell (region) of several: its ids carry the name (default: ${CELL_ENV}; docs/cells.md)",
     )
     parser.add_argument(
         "--strict", action="store_true", default=None, help="validate every response too; a violation is a 500"
@@ -71,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 ADMIN_TOKEN_ENV = "HOSTEDAI_ADMIN_TOKEN"
+# A cell's name from the environment, so N replicas of one container spec (a StatefulSet) can each be
+# given their own without a command line of their own.
+CELL_ENV = "HOSTEDAI_CELL"
 # The token the packaged default config ships with: fine on loopback, never on a shared network.
 BUILT_IN_ADMIN_TOKEN = "dev-admin"
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -87,7 +99,12 @@ def resolve_config(args: argparse.Namespace) -> MockConfig:
             "admin_token": admin_token,
             **_tls_overrides(args),
         },
-        simulation={"seed": args.seed, "time_scale": args.time_scale, "clock": args.clock},
+        simulation={
+            "seed": args.seed,
+            "time_scale": args.time_scale,
+            "clock": args.clock,
+            "cell": args.cell or os.environ.get(CELL_ENV) or None,
+        },
     )
     if args.scenario:
         config = config.model_copy(update={"scenarios": [*config.scenarios, *args.scenario]})
@@ -112,8 +129,9 @@ def banner(config: MockConfig, url: str) -> str:
     control = "control plane on" if config.server.admin_token else "no control plane"
     ca = ca_file(config.server)
     tls = f"; clients trust {ca}" if ca is not None else ""
+    cell = f"cell {config.simulation.cell}; " if config.simulation.cell else ""
     return (
-        f"HostedAI mock listening on {url}  (tenants {tenants}; {control}; clock {config.simulation.clock}, "
+        f"HostedAI mock listening on {url}  ({cell}tenants {tenants}; {control}; clock {config.simulation.clock}, "
         f"{_seeding(config)}{', strict' if config.server.strict else ''}{tls})"
     )
 
@@ -163,6 +181,12 @@ async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLCo
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fanout"]:
+        # `hostedai-mock fanout`: the control plane of several cells (docs/cells.md).
+        from mock_server.fanout import main as fanout_main
+
+        return fanout_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = resolve_config(args)

@@ -65,8 +65,9 @@ typecheck: $(BIN)/.installed
 test: lint typecheck tools  ## Lint, type-check and run the whole test suite (4 workers; ARGS="-n 0" for one)
 	$(BIN)/pytest -q -n 4 $(ARGS)
 
-bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md
+bench: $(BIN)/.installed  ## Run the benchmarks and rewrite docs/benchmarks.md and docs/profile.md
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.profile
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis reports

@@ -7,7 +7,9 @@
 -- the three requests come in equal numbers, and at most about twice as many allocations as
 -- connections are live at once. `done` prints the cycles completed and the unexpected answers.
 --
--- Configured through the environment: CYCLE_POOL (pool id), CYCLE_MODEL, CYCLE_KEY (bearer key), and
+-- Configured through the environment: CYCLE_POOL (pool id), CYCLE_MODEL, CYCLE_KEY (bearer key),
+-- CYCLE_KEYS (comma-separated keys, one per wrk thread in turn: behind a router that hashes the key,
+-- docs/cells.md, the threads' tenants then live in different cells), and
 -- CYCLE_IDEMPOTENCY=1 to send every allocate as Harpoon's orchestrator does through the connector: a
 -- fresh Idempotency-Key, a label carrying it and a 300 s lease, so the allocations a stopped run leaves
 -- behind expire (what benchmarks/soak.py measures memory with).
@@ -18,6 +20,11 @@ local key = os.getenv("CYCLE_KEY") or "dev-key"
 local idempotency = os.getenv("CYCLE_IDEMPOTENCY") == "1"
 local run = tostring(os.time()) .. "-" .. tostring(math.random(1000000))
 local sent = 0
+
+local keys = {}
+for each in string.gmatch(os.getenv("CYCLE_KEYS") or "", "[^,]+") do
+  table.insert(keys, each)
+end
 
 local json_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key }
 local plain_headers = { ["Authorization"] = "Bearer " .. key }
@@ -34,6 +41,18 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  if #keys > 0 then
+    thread:set("thread_key", keys[(#threads - 1) % #keys + 1])
+  end
+end
+
+-- Runs in each thread after setup() gave it its key (a global of the thread's own Lua state).
+function init(args)
+  if thread_key then
+    key = thread_key
+    json_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key }
+    plain_headers = { ["Authorization"] = "Bearer " .. key }
+  end
 end
 
 function request()

@@ -27,7 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 import aiohttp
 
@@ -97,6 +97,8 @@ class JournalEntry(TypedDict):
     idempotency_key: str | None
     at: float
     duration_ms: float
+    cell: NotRequired[str]
+    """From the fan-out of several cells (docs/cells.md): the cell that recorded the entry."""
 
 
 class Leak(TypedDict):
@@ -107,6 +109,8 @@ class Leak(TypedDict):
     reason: Literal["still_active", "expired_unreleased"]
     age_s: float
     request_id: str
+    cell: NotRequired[str]
+    """From the fan-out of several cells: the cell that holds the allocation."""
 
 
 class GpuEvent(TypedDict):
@@ -122,6 +126,10 @@ class State(TypedDict):
     allocations: list[dict[str, Any]]
     rules: list[FaultRule]
     journal_entries: int
+    cell: NotRequired[str | None]
+    """The cell this mock is (`--cell`), None when it runs alone (or for the fan-out)."""
+    cells: NotRequired[list[dict[str, Any]]]
+    """From the fan-out: each cell's name, URL, seed, clock and journal size."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,8 +57,19 @@ SHAPE_CLASS = "NamedShape"
 _SWEEP_PAGES = 20
 
 
+API_KEYS_ENV = "HOSTED_AI_API_KEYS"
+
+
 def api_key() -> str:
     return os.environ.get(API_KEY_ENV) or DEFAULT_API_KEY
+
+
+def api_keys() -> list[str]:
+    """The keys the users take in turn: `HOSTED_AI_API_KEYS` (comma-separated), else `HOSTED_AI_API_KEY`.
+    Several tenants' keys are how one run loads several cells behind a router that sends each key to
+    one cell (docs/cells.md)."""
+    listed = [key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip()]
+    return listed or [api_key()]
 
 
 def ssl_context_factory(options: argparse.Namespace | None) -> Callable[[], Any]:
@@ -95,20 +106,20 @@ class RunState:
     stopping: bool = False
     started: int = 0
     """Sessions that began an allocate, in this process."""
-    held: dict[str, int] = field(default_factory=dict)
-    """Allocation id → id() of the user holding it."""
+    held: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Allocation id → id() of the user holding it, and the key it was allocated with (its tenant's)."""
     stop_requested: bool = False
     slo: Slo | None = None
     verdict: str | None = None
 
-    def hold(self, allocation_id: str, owner: object) -> None:
-        self.held[allocation_id] = id(owner)
+    def hold(self, allocation_id: str, owner: object, key: str) -> None:
+        self.held[allocation_id] = (id(owner), key)
 
     def released(self, allocation_id: str) -> None:
         self.held.pop(allocation_id, None)
 
     def held_by(self, owner: object) -> list[str]:
-        return [a for a, o in self.held.items() if o == id(owner)]
+        return [a for a, (o, _) in self.held.items() if o == id(owner)]
 
 
 STATE = RunState()
@@ -284,15 +295,18 @@ def sweep(environment: Environment) -> None:
         network_timeout=10.0,
         connection_timeout=5.0,
     )
-    headers = {"Authorization": f"Bearer {api_key()}"}
-    pending = dict.fromkeys(STATE.held)
-    try:
-        pending.update(dict.fromkeys(_labelled_active(session, headers, environment.parsed_options)))
-    except _SweepError as exc:
-        logger.error("clean-up: cannot list this run's allocations: %s", exc)
+    # Allocation id → the key that may release it: the ledger's, then each key's labelled allocations
+    # (a tenant lists only its own).
+    pending = {allocation_id: key for allocation_id, (_, key) in STATE.held.items()}
+    for key in api_keys():
+        try:
+            found = _labelled_active(session, _bearer(key), environment.parsed_options)
+            pending.update(dict.fromkeys(found, key))
+        except _SweepError as exc:
+            logger.error("clean-up: cannot list this run's allocations: %s", exc)
     released = 0
-    for allocation_id in pending:
-        answer = session.request("DELETE", f"/v1/allocate/{allocation_id}", headers=headers)
+    for allocation_id, key in pending.items():
+        answer = session.request("DELETE", f"/v1/allocate/{allocation_id}", headers=_bearer(key))
         if answer.status_code in (204, 404):
             STATE.released(allocation_id)
             released += answer.status_code == 204
@@ -300,6 +314,10 @@ def sweep(environment: Environment) -> None:
             logger.error("clean-up: releasing %s failed: %s", allocation_id, describe(answer))
     if released:
         logger.info("clean-up: released %d allocation(s) still held when the users stopped", released)
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 class _SweepError(Exception):

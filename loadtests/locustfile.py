@@ -8,7 +8,8 @@ releases it — always, in `finally`. Stats rows: `POST /v1/allocate`, `POST /v1
 `POST /v1/inference [stream]` (the whole stream: headers to `done`), `DELETE /v1/allocate/[id]`, and
 the server's own timings of every inference as `SIM ttft_ms` and `SIM queue_ms`.
 
-The API key is `HOSTED_AI_API_KEY` (default `dev-key`, the mock's). Options, shapes, SLO gates and the
+The API key is `HOSTED_AI_API_KEY` (default `dev-key`, the mock's); `HOSTED_AI_API_KEYS` (comma-separated)
+gives the users several tenants' keys, in turn (docs/cells.md). Options, shapes, SLO gates and the
 clean-up that leaves nothing allocated: loadtests/_runtime.py and docs/load.md.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import gevent
 from _runtime import (
     STATE,
-    api_key,
+    api_keys,
     begin_session,
     describe,
     honour_rate_limit,
@@ -57,9 +58,12 @@ class HostedAiUser(FastHttpUser):
         options = environment.parsed_options
         # FastHttpUser reads these when it builds its client, in super().__init__.
         self.ssl_context_factory = ssl_context_factory(options)
-        self.default_headers = {"Authorization": f"Bearer {api_key()}"}
-        super().__init__(environment)
         self.number = next(_user_numbers)
+        # Users take the keys in turn: with several tenants' keys, a run spreads over the cells they live in.
+        keys = api_keys()
+        self.api_key = keys[self.number % len(keys)]
+        self.default_headers = {"Authorization": f"Bearer {self.api_key}"}
+        super().__init__(environment)
         self.rng = random.Random(f"{getattr(options, 'workload_seed', 0)}:{self.number}")
 
     @task
@@ -108,7 +112,7 @@ class HostedAiUser(FastHttpUser):
             except (ValueError, KeyError, TypeError):
                 answer.failure(f"201 without an allocation_id: {(answer.text or '')[:200]}")
                 return None
-            STATE.hold(allocation_id, self)
+            STATE.hold(allocation_id, self, self.api_key)
             answer.success()
             return allocation_id
 

@@ -20,7 +20,7 @@ from mock_server import serving
 from mock_server.api.app import create_app
 from mock_server.api.problems import ApiError, render
 from mock_server.api.proxy import UPSTREAM
-from mock_server.api.state import STATE
+from mock_server.api.state import ARRIVED, STATE
 from mock_server.config import ConfigError, MockConfig, load_config, parse_config
 from mock_server.logs import AccessLog, configure_logging
 from mock_server.serving import ConnectionLimits
@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     _server_flags(common)
     parser = _Parser(
-        prog="hostedai-mock", description="A stateful mock of HostedAI's GPU-as-a-Service API.", parents=[common]
+        prog="hostedai-mock",
+        description="A stateful mock of HostedAI's GPU-as-a-Service API.",
+        epilog="hostedai-mock fanout --help: one control plane for several mocks run as cells (docs/cells.md).",
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{proxy,calibrate}")
@@ -80,6 +83,11 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
         help="apply a named fault scenario at start (repeatable; see docs/faults.md)",
     )
     parser.add_argument(
+        "--cell",
+        metavar="NAME",
+        help=f"run as this cell (region) of several: its ids carry the name (default: ${CELL_ENV}; docs/cells.md)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", default=None, help="validate every response too; a violation is a 500"
     )
     parser.add_argument(
@@ -104,6 +112,9 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 ADMIN_TOKEN_ENV = "HOSTEDAI_ADMIN_TOKEN"
+# A cell's name from the environment, so N replicas of one container spec (a StatefulSet) can each be
+# given their own without a command line of their own.
+CELL_ENV = "HOSTEDAI_CELL"
 # The token the packaged default config ships with: fine on loopback, never on a shared network.
 BUILT_IN_ADMIN_TOKEN = "dev-admin"
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -120,7 +131,12 @@ def resolve_config(args: argparse.Namespace) -> MockConfig:
             "admin_token": admin_token,
             **_tls_overrides(args),
         },
-        simulation={"seed": args.seed, "time_scale": args.time_scale, "clock": args.clock},
+        simulation={
+            "seed": args.seed,
+            "time_scale": args.time_scale,
+            "clock": args.clock,
+            "cell": args.cell or os.environ.get(CELL_ENV) or None,
+        },
     )
     if args.scenario:
         config = config.model_copy(update={"scenarios": [*config.scenarios, *args.scenario]})
@@ -168,8 +184,9 @@ def banner(config: MockConfig, url: str, upstream: str | None = None) -> str:
     control = "control plane on" if config.server.admin_token else "no control plane"
     ca = ca_file(config.server)
     tls = f"; clients trust {ca}" if ca is not None else ""
+    cell = f"cell {config.simulation.cell}; " if config.simulation.cell else ""
     return (
-        f"HostedAI mock listening on {url}  (tenants {tenants}; {control}; clock {config.simulation.clock}, "
+        f"HostedAI mock listening on {url}  ({cell}tenants {tenants}; {control}; clock {config.simulation.clock}, "
         f"{_seeding(config)}{', strict' if config.server.strict else ''}{tls})"
     )
 
@@ -215,10 +232,17 @@ async def serve(app: web.Application, config: MockConfig, ssl_context: ssl.SSLCo
         access_log=AccessLog,
         started=lambda url: print(banner(config, url, upstream.url if upstream else None), flush=True),
         ssl_context=ssl_context,
+        arrived_key=ARRIVED,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fanout"]:
+        # `hostedai-mock fanout`: the control plane of several cells (docs/cells.md).
+        from mock_server.fanout import main as fanout_main
+
+        return fanout_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "calibrate":
         return _calibrate(args)

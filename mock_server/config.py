@@ -68,6 +68,10 @@ class ServerConfig(_Strict):
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 10.0
 
 
+# A cell's name: a DNS label of at most 32 characters, so it fits in an id, a URL and a Service name.
+CELL_NAME = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
+
+
 class SimulationConfig(_Strict):
     # None: behaviour is seeded with 0 (outputs and latencies replay), but ids are fresh on every start
     # and reset, so a restarted mock never hands out an id it issued before. A seed makes ids replay too.
@@ -95,6 +99,11 @@ class SimulationConfig(_Strict):
     journal_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     # Leak report: an allocation active longer than this (simulated seconds) counts as leaked.
     leak_grace_s: Annotated[float, Field(ge=0)] = 0.0
+    # The cell (a region of the simulated provider) this process is, when several run side by side
+    # (docs/cells.md): it prefixes allocation and inference ids and enters every id stream's seed, so
+    # two cells started with the same config and seed never issue the same id. None: one mock, ids as
+    # HostedAI documents them (`alloc_<16 hex>`).
+    cell: Annotated[str, Field(pattern=CELL_NAME)] | None = None
 
 
 # A customer tier's name (pool segregation: tenants carry one, pools list the ones they serve).

@@ -24,6 +24,7 @@ LAYERS: dict[str, list[tuple[str, ...]]] = {
         ("mock_server.calibrate",),
         ("mock_server.dashboard",),
         ("mock_server.api",),
+        ("mock_server.cells",),
         ("mock_server.tls",),
         ("mock_server.background", "mock_server.embedded", "mock_server.cli", "mock_server.__main__", "mock_server"),
     ],

@@ -80,6 +80,9 @@ http {{
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
   client_max_body_size 4m;
+  # Bodies stay in memory: nginx's workers (another user when started as root) could not write the
+  # temporary directory's body files, and a body over 16 KB came back as nginx's own 500.
+  client_body_buffer_size 4m;
   server {{
     listen 127.0.0.1:{port};
     location / {{

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ssl import SSLContext
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -54,6 +54,12 @@ HEADER_JITTER = 0.25
 # When a crowd connects at once, a full queue drops SYNs, and each client dropped waits a second for its
 # retry: a new client must reach the guard to be let in.
 LISTEN_BACKLOG = 1024
+
+# The request key under which the guard leaves when a request's first byte was read (the event loop's
+# clock): a server that promises a latency counts it from there, so the time the request then waited
+# for the CPU (behind a burst of others) is part of that latency rather than added to it. `serve` takes
+# another key from an application whose handlers may not import this module.
+ARRIVED = web.RequestKey("arrived", float)
 
 ProblemRenderer = Callable[[int], web.Response]
 """Builds the problem+json answer to a request aiohttp could not parse (given its status)."""
@@ -107,23 +113,28 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.busy = 0
         """Requests of this connection in progress (past their headers, not yet answered)."""
+        self.first_byte_at: float | None = None
+        """When the next request's first byte was read (the loop's clock), until its handler starts."""
         self.admitted = False
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports do not derive from asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         if not self._guard.admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.admitted = True
         self.inner.connection_made(transport)
         self.arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy and self._header_timer is None:
-            # The first byte of a new request on a kept-alive connection: its headers are now due.
-            self.arm_header_timer()
+        if not self.busy:
+            if self.first_byte_at is None:
+                self.first_byte_at = asyncio.get_running_loop().time()
+            if self._header_timer is None:
+                # The first byte of a new request on a kept-alive connection: its headers are now due.
+                self.arm_header_timer()
         self.inner.data_received(data)
 
     def eof_received(self) -> None:
@@ -167,8 +178,16 @@ class _Connection(asyncio.Protocol):
 class ConnectionGuard:
     """Counts the connections of one server, closes the idle, slow and surplus ones."""
 
-    def __init__(self, limits: ConnectionLimits, *, open_files: int | None = None) -> None:
-        """`open_files`: the soft open-file limit (default: the process's, as it is now)."""
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        *,
+        open_files: int | None = None,
+        arrived_key: web.RequestKey[float] = ARRIVED,
+    ) -> None:
+        """`open_files`: the soft open-file limit (default: the process's, as it is now); `arrived_key`:
+        where a request's arrival is left (`ARRIVED`)."""
+        self.arrived_key = arrived_key
         if open_files is None:
             open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.limits = limits
@@ -244,6 +263,9 @@ class ConnectionGuard:
                 return await handler(request)
             conn.busy += 1
             conn.disarm_header_timer()
+            if conn.first_byte_at is not None:
+                request[self.arrived_key] = conn.first_byte_at
+                conn.first_byte_at = None
             body_timer = None
             if request.body_exists:
                 loop = asyncio.get_running_loop()
@@ -340,10 +362,11 @@ async def serve(
     access_log: type[AbstractAccessLogger] = AccessLogger,
     ssl_context: SSLContext | None = None,
     stop: Callable[[], Awaitable[None]] | None = None,
+    arrived_key: web.RequestKey[float] = ARRIVED,
 ) -> None:
     """Serve `app` until SIGTERM or SIGINT (or until `stop()` returns), then drain within the limits.
     `started` is told the URL once the server listens; `access_log` writes the access log."""
-    guard = ConnectionGuard(limits, open_files=raise_open_file_limit())
+    guard = ConnectionGuard(limits, open_files=raise_open_file_limit(), arrived_key=arrived_key)
     log.info(
         "at most %d connections (open-file limit %d, listen backlog %d)",
         guard.max_connections,

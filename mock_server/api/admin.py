@@ -56,6 +56,7 @@ def state_view(state: ServerState, *, limit: int = STATE_PAGE, after_seq: int = 
     sim.tick()
     allocations, next_seq = paginate(sim.allocations.values(), after_seq, limit)
     return {
+        "cell": sim.config.simulation.cell,
         "seed": sim.seed,
         "clock": clock_view(state),
         "pools": [render.pool(p) for p in sim.pool_stats()],

@@ -233,7 +233,9 @@ def cursor_for(next_seq: int | None) -> str | None:
 
 
 async def get_health(request: web.Request, call: Call) -> web.StreamResponse:
-    return json_response({"status": "ok", "version": __version__})
+    # A cell names itself, so a client behind a router (nginx) can tell which cell answered it.
+    cell = _state(request).config.simulation.cell
+    return json_response({"status": "ok", "version": __version__, **({"cell": cell} if cell else {})})
 
 
 async def get_metrics(request: web.Request, call: Call) -> web.StreamResponse:

@@ -25,7 +25,7 @@ from aiohttp import web
 from mock_server.api import render
 from mock_server.api.faults import INJECTED, cut_connection
 from mock_server.api.problems import ApiError, problem_body
-from mock_server.api.state import OUTCOME, REQUEST_ID, RESPONSE_DATA, TRUNCATE_AFTER, ServerState
+from mock_server.api.state import ARRIVED, OUTCOME, REQUEST_ID, RESPONSE_DATA, TRUNCATE_AFTER, ServerState
 from mock_server.serving_profiles import OnEnd
 from mock_server.sim.errors import AllocationNotActive
 from mock_server.sim.model import EndReason
@@ -44,8 +44,11 @@ async def serve(request: web.Request, state: ServerState, plan: InferencePlan, s
     clock = state.clock
     try:
         if clock.waits and plan.overhead_s:
-            # The frontend's share (HTTP, tokenizing) comes before the model server sees the request.
-            await asyncio.sleep(clock.real_seconds(plan.overhead_s))
+            # The frontend's share (HTTP, tokenizing) comes before the model server sees the request. It
+            # is counted from the request's first byte: the time this server already spent on it (or it
+            # waited behind a burst of others) is part of that share, not added to it.
+            spent = asyncio.get_running_loop().time() - request.get(ARRIVED, math.inf)
+            await asyncio.sleep(max(0.0, clock.real_seconds(plan.overhead_s) - max(0.0, spent)))
         state.sim.submit_inference(plan)
     except BaseException:
         state.sim.finish_inference(plan, 0)

@@ -112,6 +112,9 @@ class ServerState:
 
 
 STATE = web.AppKey("state", ServerState)
+# When the request's first byte was read (the loop's clock), if a connection guard saw it
+# (`mock_server.serving`: the program's `serve` hands this key to it).
+ARRIVED = web.RequestKey("arrived", float)
 REQUEST_ID = web.RequestKey("request_id", str)
 OUTCOME = web.RequestKey("outcome", Outcome)
 # A streamed inference stops after this many tokens, without `done` (a `truncate` fault).

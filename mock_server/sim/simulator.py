@@ -190,8 +190,13 @@ class Simulator:
         explicit = self.config.simulation.seed if seed is None else seed
         self.seeded = explicit is not None
         self.seed = explicit if explicit is not None else 0
-        self.id_seed = textgen.stable_seed("ids", self.seed) if self.seeded else self._entropy()
+        cell = self.config.simulation.cell
+        ids = textgen.stable_seed("ids", self.seed) if self.seeded else self._entropy()
+        # A cell's name enters the seed (so request ids differ between cells too) and prefixes the ids
+        # it issues (so two cells can never issue the same allocation id, whatever their seeds).
+        self.id_seed = ids if cell is None else textgen.stable_seed("ids", ids, cell)
         """Seeds every id stream: allocation and inference ids here, request ids in the HTTP layer."""
+        self._id_prefix = "" if cell is None else f"{cell}_"
         self._rng_ids = random.Random(self.id_seed)
         self._rng_lifecycle = random.Random(textgen.stable_seed("lifecycle", self.seed))
         self._rng_output = random.Random(textgen.stable_seed("output", self.seed))
@@ -381,7 +386,7 @@ class Simulator:
 
         self._seq += 1
         alloc = Allocation(
-            allocation_id=f"alloc_{self._rng_ids.getrandbits(64):016x}",
+            allocation_id=f"alloc_{self._id_prefix}{self._rng_ids.getrandbits(64):016x}",
             tenant_id=tenant_id,
             pool_id=pool.pool_id,
             gpu_id=gpu.gpu_id,
@@ -700,7 +705,7 @@ class Simulator:
         gpu.inflight += 1
         alloc.last_used_at = self.clock.now()
         return InferencePlan(
-            inference_id=f"inf_{self._rng_ids.getrandbits(64):016x}",
+            inference_id=f"inf_{self._id_prefix}{self._rng_ids.getrandbits(64):016x}",
             allocation=alloc,
             gpu=gpu,
             model=alloc.model,

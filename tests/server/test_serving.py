@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from harness.service.config import ServiceSettings
 from mock_server import logs, serving
@@ -81,7 +82,12 @@ async def served(limits: ConnectionLimits) -> AsyncIterator[Served]:
         await holder["served"].release.wait()
         return web.json_response({"waited": True})
 
+    async def arrived(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        return web.json_response({"arrived": request.get(serving.ARRIVED), "handled": loop.time()})
+
     app.router.add_get("/health", health)
+    app.router.add_get("/arrived", arrived)
     app.router.add_post("/echo", echo)
     app.router.add_get("/wait", wait)
     stop = asyncio.Event()
@@ -120,6 +126,28 @@ async def _get(url: str, path: str) -> int:
 
 
 QUICK = ConnectionLimits(idle_timeout_s=30, header_timeout_s=0.2, body_timeout_s=0.2, shutdown_timeout_s=0.2)
+
+
+async def test_a_request_is_stamped_with_the_moment_its_first_byte_arrived_not_its_last() -> None:
+    # A server promising a latency counts it from the request's arrival: here the headers take 0.3 s
+    # to come in, and the stamp is from before that wait; the next request on the connection gets its own.
+    async with served(ConnectionLimits(header_timeout_s=5.0)) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        answers = []
+        for _ in range(2):
+            writer.write(b"GET /arr")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(b"ived HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE_S)
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            answers.append(orjson.loads(await reader.readexactly(length)))
+        writer.close()
+    first, second = answers
+    assert first["handled"] - first["arrived"] >= 0.29
+    assert second["handled"] - second["arrived"] >= 0.29
+    assert second["arrived"] > first["handled"]
 
 
 async def test_a_connection_that_sends_no_request_is_closed_after_the_header_timeout() -> None:
@@ -288,3 +316,21 @@ def test_the_documented_connection_settings_are_the_defaults_of_both_servers() -
     for mock_key, service_key, default in rows:
         assert getattr(mock_defaults, mock_key) == float(default), mock_key
         assert getattr(service_defaults, service_key) == float(default), service_key
+
+
+def test_access_lines_skip_the_logging_machinery_yet_are_stamped_and_scrubbed_like_other_lines(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    stop = logs.configure_logging("INFO", [SECRET])
+    try:
+        logging.getLogger("test").info("before")
+        request = make_mocked_request("GET", f"/v1/pools?api_key={SECRET}", headers={"Host": "h"})
+        logs.AccessLog(logging.getLogger("aiohttp.access"), "").log(request, web.Response(body=b"{}"), 0.0012)
+    finally:
+        stop()
+    err = capfd.readouterr().err.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(stamp + " INFO test: before", err[0])
+    assert re.fullmatch(
+        stamp + r' INFO aiohttp.access: \S+ "GET /v1/pools\?api_key=\[redacted\] HTTP/1.1" 200 2 1.2ms', err[1]
+    )

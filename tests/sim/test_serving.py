@@ -10,14 +10,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mock_server.config import default_config
+from mock_server.config import default_config, parse_config
 from mock_server.sim.clock import ManualClock
 from mock_server.sim.errors import InvalidInput, NotReady, Unavailable
 from mock_server.sim.model import Allocation, AllocationState, EndReason
+from mock_server.sim.serving.gpu import Tracked
 from mock_server.sim.serving.service import Timeline
 from mock_server.sim.simulator import AllocationSpec, InferencePlan, InferenceSpec, Simulator
-from tests.sim.conftest import SimFactory
+from tests.sim.conftest import MODEL_DEFAULTS, POOL_DEFAULTS, TENANT_DEFAULTS, SimFactory
 
 # A profile with round numbers: 10 ms steps at batch 1, 20 ms at 8, 40 ms at 16; 1 µs per prompt token.
 PROFILE: dict[str, Any] = {
@@ -305,3 +308,77 @@ def test_the_same_seed_and_calls_give_the_same_timings() -> None:
         return [sim.project_inference(p) for p in plans]
 
     assert timings() == timings()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    prompt_chars=st.integers(1, 6000),
+    max_tokens=st.integers(1, 400),
+    vram_mb=st.sampled_from([101, 103, 110, 200]),
+    noise=st.sampled_from([0.0, 0.1]),
+    elapsed_s=st.sampled_from([0.0, 0.003, 0.05, 0.4]),
+    idle_neighbour=st.booleans(),
+)
+def test_projecting_a_request_that_runs_alone_matches_running_the_whole_gpu_forward(
+    prompt_chars: int, max_tokens: int, vram_mb: int, noise: float, elapsed_s: float, idle_neighbour: bool
+) -> None:
+    # The request path's shortcut (only the lone busy engine is copied) must agree with the general
+    # projection (the whole GPU copied and run event by event), whatever the prompt, the KV room
+    # (down to a few tokens: stalls and refusals), the noise and how far the request already got.
+    clock = ManualClock()
+    profile = {**PROFILE, "noise_sigma": noise}
+    pool = {**POOL_DEFAULTS, "gpus": 1, **INSTANT, "overcommit_ratio": 4.0}
+    model = {
+        **MODEL_DEFAULTS,
+        "vram_mb": 101,
+        "max_tokens": 100_000,
+        "context_tokens": 200_000,
+        "pools": ["p"],
+        "serving": {"G": "test-profile"},
+        "output_tokens": {"median": 10_000, "sigma": 0.0},
+        "chars_per_token": 1.0,
+    }
+    raw = {
+        "pools": [pool],
+        "models": {"m": model},
+        "tenants": TENANT_DEFAULTS,
+        "serving_profiles": {"test-profile": profile},
+    }
+    sim = Simulator(parse_config(raw), clock, seed=3)
+    alloc = allocate(sim, vram_mb=vram_mb)
+    if idle_neighbour:
+        allocate(sim, vram_mb=101)
+    try:
+        plan = start(sim, alloc, prompt_chars=prompt_chars, max_tokens=max_tokens)
+    except InvalidInput:
+        return  # a prompt the allocation's KV cache can never hold is refused up front
+    clock.advance(elapsed_s)
+    runtime = sim.serving.runtimes[alloc.gpu_id]
+    runtime.sync(clock.now())
+    assert plan.request is not None
+    assert runtime._runs_alone(alloc.allocation_id)
+    assert_same_future(
+        runtime._project_alone(alloc.allocation_id, plan.request.tracked, 86_400.0),
+        runtime._project_on_copy(alloc.allocation_id, plan.request.tracked, 86_400.0),
+    )
+    # The manual clock's pattern: requests answered one after another at one instant, each starting
+    # behind the step its predecessor left in progress. The engine comes back to states it was in (the
+    # remembered future must be the general projection's) and to states that differ only in that
+    # predecessor's step (p after q, then p after r: a memo that forgot it would answer wrongly).
+    for chars in (prompt_chars // 2 + 1, prompt_chars, prompt_chars // 3 + 1, prompt_chars, prompt_chars):
+        sim.project_inference(plan)
+        sim.finish_inference(plan, plan.completion_tokens)
+        plan = start(sim, alloc, prompt_chars=chars, max_tokens=max_tokens)
+        assert plan.request is not None
+        assert_same_future(
+            runtime._project_alone(alloc.allocation_id, plan.request.tracked, 86_400.0),
+            runtime._project_on_copy(alloc.allocation_id, plan.request.tracked, 86_400.0),
+        )
+
+
+def assert_same_future(shortcut: Tracked, general: Tracked) -> None:
+    assert (shortcut.admitted_t, shortcut.first_token_t, shortcut.finished_t) == pytest.approx(
+        (general.admitted_t, general.first_token_t, general.finished_t), rel=1e-9, abs=1e-12
+    )
+    assert shortcut.seq.generated == general.seq.generated
+    assert shortcut.seq.preemptions == general.seq.preemptions

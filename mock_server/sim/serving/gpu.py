@@ -213,6 +213,12 @@ class GpuRuntime:
 
     def project(self, key: str, tracked: Tracked, horizon_s: float = 86_400.0) -> Tracked:
         """What becomes of one request if nothing else arrives: a copy of this GPU run forward."""
+        if self._runs_alone(key):
+            return self._project_alone(key, tracked, horizon_s)
+        return self._project_on_copy(key, tracked, horizon_s)
+
+    def _project_on_copy(self, key: str, tracked: Tracked, horizon_s: float) -> Tracked:
+        """The general way: the whole GPU copied and run forward event by event."""
         ghost = self.clone()
         slot = ghost.slots[key]
         mine = next((tr for tr in slot.tracked.values() if tr.seq.seq_id == tracked.seq.seq_id), None)
@@ -224,6 +230,30 @@ class GpuRuntime:
             if at == _INF or at > deadline:
                 break
             ghost.sync(at)
+        return mine
+
+    def _runs_alone(self, key: str) -> bool:
+        """Whether `key`'s engine is the only busy one: then no sharing decision can change before its
+        requests end (an engine alone runs at full speed in every mode, and nothing else has work to
+        start), so its virtual clock maps to simulated time linearly from now on."""
+        slot = self.slots[key]
+        return slot.speed > 0 and all(s is slot or not s.engine.busy for s in self.slots.values())
+
+    def _project_alone(self, key: str, tracked: Tracked, horizon_s: float) -> Tracked:
+        """`project` for an engine that runs alone (the common case: the request path of the manual
+        clock): only that engine is copied and run forward, without the GPU's event loop."""
+        slot = self.slots[key]
+        seq = slot.engine.project_alone(tracked.seq)
+        if seq is None:
+            return tracked
+        mine = Tracked(seq, tracked.arrived_t, tracked.admitted_t, tracked.first_token_t, tracked.finished_t)
+        deadline = self.t + horizon_s
+        if mine.admitted_t is None and seq.admitted_v is not None:
+            mine.admitted_t = slot.t_at(seq.admitted_v)
+        if mine.first_token_t is None and seq.first_token_v is not None and slot.t_at(seq.first_token_v) <= deadline:
+            mine.first_token_t = slot.t_at(seq.first_token_v)
+        if mine.finished_t is None and seq.finished_v is not None and slot.t_at(seq.finished_v) <= deadline:
+            mine.finished_t = slot.t_at(seq.finished_v)
         return mine
 
     def clone(self) -> GpuRuntime:

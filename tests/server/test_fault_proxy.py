@@ -203,3 +203,14 @@ def test_the_two_packages_shape_bodies_with_one_function() -> None:
     # The packages share no code (ARCHITECTURE.md): the trace's shape function is a twin, kept identical.
     root = Path(__file__).resolve().parents[2]
     assert (root / "mock_server/calibrate/shape.py").read_bytes() == (root / "harness/drift/shape.py").read_bytes()
+
+
+def test_the_proxy_command_refuses_a_record_file_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["proxy", "--upstream", "http://127.0.0.1:1", "--record", str(tmp_path / "no" / "such" / "t.jsonl")]
+    assert mock_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--record" in err
+    assert "no such directory" in err

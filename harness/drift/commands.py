@@ -67,10 +67,10 @@ def write_trace(recording: Recording, out: Path) -> None:
 
 
 REPLAY_TIME_SCALE = 0.01
-"""The replay mock's clock: real time, a hundred times faster. Not the manual clock: on it simulated
-time never moves between the probe's requests, so each request after the first on an allocation
-meets the step its predecessor left in flight (a TTFT a decode step too long), which a live service,
-where time passes, never shows. The timings the mock reports stay in simulated milliseconds."""
+"""The replay mock's clock: real time, a hundred times faster, so time passes between the probe's
+requests as on a live service. (Chosen when the manual clock made each request after the first on an
+allocation wait out a step its predecessor left in flight; that is fixed, and a bit-for-bit repeatable
+manual-clock replay is the next step.) The timings the mock reports stay in simulated milliseconds."""
 
 
 async def replay(trace: Trace, config: Path | None, profile: Path | None = None) -> Recording:

@@ -382,3 +382,20 @@ def assert_same_future(shortcut: Tracked, general: Tracked) -> None:
     )
     assert shortcut.seq.generated == general.seq.generated
     assert shortcut.seq.preemptions == general.seq.preemptions
+
+
+def test_on_the_manual_clock_requests_answered_one_after_another_do_not_queue_behind_each_other(
+    make_serving: Any, clock: ManualClock
+) -> None:
+    # Each request is answered and gone at the instant it came: the step it was to run in never began,
+    # so the next request finds the engine idle (it once waited behind that step, empty).
+    sim = make_serving()
+    alloc = allocate(sim)
+    timelines = []
+    for _ in range(3):
+        plan = start(sim, alloc, prompt_chars=500, max_tokens=20)
+        timelines.append(sim.project_inference(plan))
+        sim.finish_inference(plan, plan.completion_tokens)
+    assert [t.queue_s for t in timelines] == [0.0, 0.0, 0.0]
+    assert timelines[1] == timelines[0]
+    assert timelines[2] == timelines[0]

@@ -168,7 +168,14 @@ class Engine:
         if seq in self.waiting:
             self.waiting.remove(seq)
         elif seq in self.running:
-            self._cut_after_current_step(v)
+            run = self.run
+            if run is not None and run.steps_done_by(v) == 0 and v <= run.start_v + EPS:
+                # The step it was to be in has not begun: it is planned again without it below,
+                # rather than run empty (on the manual clock, where a request is answered and gone at
+                # the instant it came, that empty step delayed every next request by one step).
+                self.run = None
+            else:
+                self._cut_after_current_step(v)
             # The step in progress finishes without it: it is dropped from the run now.
             if self.run is not None:
                 self.run.decoding = [s for s in self.run.decoding if s is not seq]

@@ -141,15 +141,21 @@ class _BufferHandler(logging.Handler):
 
     def add_line(self, logger: str, message: str) -> None:
         """An INFO line of `logger`, built by the caller (the access log), without a LogRecord."""
-        if len(self.records) >= LOG_QUEUE_SIZE:
-            self.dropped += 1
+        if self._full():
             return
         self.records.append((time.time(), logger, message))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._full():
+            return
+        self.records.append(_prepared(record))
+
+    def _full(self) -> bool:
+        """Whether the buffer is full (the caller's line is dropped and counted); when there is room
+        again after drops, the count is buffered first, as a warning."""
         if len(self.records) >= LOG_QUEUE_SIZE:
             self.dropped += 1
-            return
+            return True
         if self.dropped:
             note = logging.LogRecord(
                 log.name,
@@ -162,7 +168,7 @@ class _BufferHandler(logging.Handler):
             )
             self.records.append(_prepared(note))
             self.dropped = 0
-        self.records.append(_prepared(record))
+        return False
 
 
 def _prepared(record: logging.LogRecord) -> logging.LogRecord:

@@ -334,3 +334,16 @@ def test_access_lines_skip_the_logging_machinery_yet_are_stamped_and_scrubbed_li
     assert re.fullmatch(
         stamp + r' INFO aiohttp.access: \S+ "GET /v1/pools\?api_key=\[redacted\] HTTP/1.1" 200 2 1.2ms', err[1]
     )
+
+
+def test_a_full_log_buffer_drops_lines_and_says_how_many_once_there_is_room() -> None:
+    buffer = logs._BufferHandler()
+    for i in range(logs.LOG_QUEUE_SIZE + 3):
+        buffer.add_line("aiohttp.access", f"line {i}")
+    assert len(buffer.records) == logs.LOG_QUEUE_SIZE
+    buffer.records.clear()  # the writing thread caught up
+    buffer.add_line("aiohttp.access", "after")
+    note, line = list(buffer.records)
+    assert isinstance(note, logging.LogRecord)
+    assert note.getMessage() == "dropped 3 log records: stderr did not keep up"
+    assert line[1:] == ("aiohttp.access", "after")

@@ -48,8 +48,19 @@ async def serve(request: web.Request, state: ServerState, plan: InferencePlan, s
             # is counted from the request's first byte: the time this server already spent on it (or it
             # waited behind a burst of others) is part of that share, not added to it.
             spent = asyncio.get_running_loop().time() - request.get(ARRIVED, math.inf)
-            await asyncio.sleep(max(0.0, clock.real_seconds(plan.overhead_s) - max(0.0, spent)))
+            left = max(0.0, clock.real_seconds(plan.overhead_s) - max(0.0, spent))
+            await state.waiters.sleep_unless_ended(plan.allocation.allocation_id, left)
         state.sim.submit_inference(plan)
+    except AllocationNotActive:
+        if plan.allocation.end_reason is None:
+            state.sim.finish_inference(plan, 0)
+            raise
+        # It ended during the frontend's share: the client meets what its pool says, as it would had
+        # the request reached the model server a moment sooner.
+        try:
+            return await _ended_before_serving(request, state, plan, stream)
+        finally:
+            state.sim.finish_inference(plan, 0)
     except BaseException:
         state.sim.finish_inference(plan, 0)
         raise
@@ -109,6 +120,24 @@ async def _plain(request: web.Request, state: ServerState, plan: InferencePlan) 
     return _json(render.inference(plan))
 
 
+async def _ended_before_serving(
+    request: web.Request, state: ServerState, plan: InferencePlan, stream: bool
+) -> web.StreamResponse:
+    if not stream:
+        return await _ended_plain(request, state, plan)
+    response = _event_stream(request[REQUEST_ID])
+    await response.prepare(request)
+    await _ended_stream(request, response, state, plan, request[REQUEST_ID])
+    return response
+
+
+def _event_stream(request_id: str) -> web.StreamResponse:
+    return web.StreamResponse(
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": request_id},
+    )
+
+
 async def _ended_plain(request: web.Request, state: ServerState, plan: InferencePlan) -> web.StreamResponse:
     wire = on_end(state, plan).wire
     if wire == "cut":
@@ -146,10 +175,7 @@ async def _streamed(request: web.Request, state: ServerState, plan: InferencePla
     request_id = request[REQUEST_ID]
     contract = state.contract
     check = state.strict
-    response = web.StreamResponse(
-        status=200,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": request_id},
-    )
+    response = _event_stream(request_id)
     await response.prepare(request)
     delivered = 0
     cut_after = request.get(TRUNCATE_AFTER)

@@ -17,6 +17,7 @@ from mock_server.api.metrics import ServerMetrics
 from mock_server.config import MockConfig
 from mock_server.dashboard.latency import LatencyWindow
 from mock_server.sim.clock import Clock
+from mock_server.sim.model import Allocation
 from mock_server.sim.simulator import Simulator
 from mock_server.sim.textgen import stable_seed
 
@@ -30,10 +31,11 @@ class Waiters:
     def __init__(self, sim: Simulator) -> None:
         self._changed = asyncio.Event()
         self._nappers: dict[str, set[asyncio.Future[None]]] = {}
+        self._until_end: dict[str, set[asyncio.Future[None]]] = {}
         self.waiting = 0
         """Requests waiting for a change right now (queued allocates)."""
         sim.on_capacity_freed.append(lambda _pool: self.notify())
-        sim.on_allocation_ended.append(lambda alloc: self.gpu_changed(alloc.gpu_id))
+        sim.on_allocation_ended.append(self._allocation_ended)
         sim.on_gpu_changed.append(self.gpu_changed)
 
     def notify(self) -> None:
@@ -55,6 +57,30 @@ class Waiters:
         for future in self._nappers.pop(gpu_id, ()):
             if not future.done():
                 future.set_result(None)
+
+    def _allocation_ended(self, alloc: Allocation) -> None:
+        self.gpu_changed(alloc.gpu_id)
+        for future in self._until_end.pop(alloc.allocation_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    async def sleep_unless_ended(self, allocation_id: str, real_seconds: float) -> None:
+        """Sleep `real_seconds`, or less if the allocation ends meanwhile (woken by its end only, not by
+        every change on its GPU: a crowd of requests in their frontend share stays asleep)."""
+        if real_seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiting = self._until_end.setdefault(allocation_id, set())
+        waiting.add(future)
+        timer = loop.call_later(real_seconds, _wake, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            waiting.discard(future)
+            if not waiting and self._until_end.get(allocation_id) is waiting:
+                del self._until_end[allocation_id]
 
     async def nap(self, gpu_id: str, real_seconds: float) -> None:
         """Sleep `real_seconds`, or less if what runs on the GPU changes (one future and one timer: no task)."""

@@ -12,7 +12,7 @@ import pytest
 
 from harness.control_plane import ControlPlane
 from mock_server import MockHostedAI
-from tests.conftest import slow_config
+from tests.conftest import SLOW_PROFILE, config_with, slow_config
 from tests.helpers import allocate
 
 SMALL_QWEN = {"pool_id": "gpu-pool-2", "requirements": {"tflops": 30, "vram_mb": 20480, "model": "qwen-30b"}}
@@ -115,3 +115,44 @@ async def test_a_preempted_allocation_serves_out_its_grace_then_the_client_meets
         async with client.get(f"/v1/allocate/{low['allocation_id']}") as got:
             victim = await got.json()
     assert (victim["state"], victim["preempted_by"]) == ("preempted", high["allocation_id"])
+
+
+def _slow_frontend_config(on_end: dict[str, Any]) -> Any:
+    # The frontend's share of every request lasts a minute: the GPU fails before the request reaches
+    # its model server, whatever the machine's speed.
+    profile = {**SLOW_PROFILE, "request_overhead_ms": 60_000}
+    return config_with(
+        pools=lambda pools: [{**pools[1], "gpus": 1, "on_gpu_failure": on_end}],
+        models=lambda models: {
+            name: {**m, "pools": ["gpu-pool-2"], "serving": dict.fromkeys(m["serving"], "slow-frontend")}
+            for name, m in models.items()
+        },
+        serving_profiles={"slow-frontend": profile},
+    )
+
+
+@pytest.mark.parametrize(("wire", "stream"), [("truncate", False), ("error_5xx", False), ("truncate", True)])
+async def test_a_request_whose_gpu_fails_before_it_reaches_the_model_server_meets_what_the_pool_says(
+    wire: str, stream: bool
+) -> None:
+    # It once met the typed 409 whatever the pool said: a client cannot tell the frontend's share from
+    # the model server's, and the pool's answer to a failed GPU is the same for both.
+    async with MockHostedAI(_slow_frontend_config({"wire": wire}), clock="real") as mock, _client(mock) as client:
+        alloc = await allocate(client, SMALL_QWEN)
+        body = {"allocation_id": alloc["allocation_id"], "prompt": "hi", "max_tokens": 5, "stream": stream}
+        running = asyncio.create_task(client.post("/v1/inference", json=body))
+        await _until_inflight(mock, alloc["allocation_id"])
+        async with ControlPlane(mock.url, mock.admin_token or "") as admin:
+            await admin.fail_gpu(alloc["gpu_id"])
+        response = await asyncio.wait_for(running, timeout=30)
+        if wire == "error_5xx":
+            assert (response.status, (await response.json())["code"]) == (502, "bad_gateway")
+        elif stream:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):  # a stream that stops, without `done`
+                await response.read()
+        else:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        assert mock.sim.allocations[alloc["allocation_id"]].inflight == 0

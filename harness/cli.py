@@ -20,12 +20,11 @@ import importlib.util
 import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from harness.argparsing import OneLineParser
 from harness.drift.cli import DRIFT_COMMANDS, add_drift_commands, run_drift_command
 from harness.preflight import preflight
-from harness.report import failures_text, summary_line, summary_table, verdict, write_reports
+from harness.report import failures_text, report_dir, summary_line, summary_table, verdict, write_reports
 from harness.suites.base import RunOptions, Stopwatch, Suite, SuiteResult
 from harness.target import Target, TargetError, ca_bundle_path, mock_process, url_target
 
@@ -150,21 +149,6 @@ def replay_command(suite: str, args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def _report_dir(value: str | None) -> Path | None:
-    """The report directory, absolute (relative to where the command was run), created and writable."""
-    if value is None:
-        return None
-    path = Path(value).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".hostedai-harness-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise TargetError(f"--report-dir {value}: cannot write there ({exc.strerror or exc})") from None
-    return path
-
-
 async def _run_one(name: str, args: argparse.Namespace, options: RunOptions) -> tuple[SuiteResult, Target | None]:
     suite = make_suite(name)
     watch = Stopwatch()
@@ -203,7 +187,7 @@ async def _run(args: argparse.Namespace) -> int:
     options = RunOptions(
         seed=args.seed,
         examples=args.examples,
-        report_dir=_report_dir(args.report_dir),
+        report_dir=report_dir(args.report_dir),
         max_allocations=args.max_allocations,
         idempotency_key=not args.no_idempotency_key,
     )

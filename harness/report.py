@@ -16,9 +16,24 @@ from pathlib import Path
 from typing import Literal
 
 from harness.suites.base import SuiteResult
-from harness.target import Target
+from harness.target import Target, TargetError
 
 Verdict = Literal["passed", "failed", "undecided"]
+
+
+def report_dir(value: str | None) -> Path | None:
+    """The report directory, absolute (relative to where the command was run), created and writable."""
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".hostedai-harness-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise TargetError(f"--report-dir {value}: cannot write there ({exc.strerror or exc})") from None
+    return path
 
 
 def suite_verdict(result: SuiteResult) -> Literal["PASS", "FAIL", "SKIPPED"]:

@@ -23,7 +23,7 @@ from harness.drift.commands import Recording, drift, judge, record, replay, writ
 from harness.drift.compare import Thresholds
 from harness.drift.probe import ProbePlan
 from harness.drift.trace import TraceError, read_trace, target_host
-from harness.report import failures_text, summary_table, verdict, write_reports
+from harness.report import failures_text, report_dir, summary_table, verdict, write_reports
 from harness.suites.base import Stopwatch, SuiteResult
 from harness.target import Target, TargetError, ca_bundle_path, url_target
 
@@ -168,7 +168,7 @@ async def _drift(args: argparse.Namespace) -> int:
     )
     config = _config(args.config)
     profile = _config(args.profile, "--profile")
-    report_dir = _report_dir(args.report_dir)
+    reports = report_dir(args.report_dir)
     out = _out(args.out) if args.out else None  # a bad path is found before the live run, not after
     watch = Stopwatch()
     if args.trace is not None:
@@ -188,7 +188,7 @@ async def _drift(args: argparse.Namespace) -> int:
         result = judge(trace, replayed, thresholds, watch.elapsed)
     result.replay = _replay_command(args)
     label = f"{trace.header['target']} (trace) against the mock"
-    return _tell([result], report_dir, label, int(trace.header["seed"]))
+    return _tell([result], reports, label, int(trace.header["seed"]))
 
 
 def _replay_command(args: argparse.Namespace) -> str:
@@ -206,17 +206,6 @@ def _replay_command(args: argparse.Namespace) -> str:
         if value != default:
             parts += [flag, str(value)]
     return shlex.join(parts)
-
-
-def _report_dir(value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TargetError(f"--report-dir {value}: cannot write there ({exc.strerror or exc})") from None
-    return path
 
 
 def _tell(results: list[SuiteResult], report_dir: Path | None, label: str, seed: int) -> int:

@@ -8,13 +8,13 @@ one line (`TraceError`), never half read.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mock_server.calibrate.tracefile import FORMAT, VERSION, problem
+from mock_server.calibrate.trace_lines import BadTrace, read_lines
+from mock_server.resources import TRACE_SCHEMA
 
 
 class TraceError(Exception):
@@ -57,32 +57,14 @@ def observation(record: dict[str, Any]) -> Observation | None:
 
 
 def read(path: str | Path) -> Trace:
-    name = str(path)
     try:
-        lines = [line for line in Path(path).read_text("utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise TraceError(f"{name}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{name}: not a trace (not UTF-8 text)") from None
-    parsed: list[Any] = []
-    for number, line in enumerate(lines, 1):
-        try:
-            parsed.append(json.loads(line))
-        except ValueError:
-            raise TraceError(f"{name}: line {number} is not JSON") from None
-    header = parsed[0] if parsed else None
-    if not isinstance(header, dict) or header.get("kind") != "header" or header.get("format") != FORMAT:
-        raise TraceError(f"{name}: not a {FORMAT} file (its first line is not a trace header)")
-    if header.get("version") != VERSION:
-        raise TraceError(f"{name}: format version {header.get('version')!r}, this tool reads version {VERSION}")
+        parsed = read_lines(path, TRACE_SCHEMA)
+    except BadTrace as exc:
+        raise TraceError(f"{path}: {exc}") from None
+    header = parsed[0]
     cells: dict[tuple[str, str], list[Observation]] = defaultdict(list)
-    for number, line in enumerate(parsed, 1):
-        why = problem(line)
-        if why is None and number > 1 and line["kind"] != "request":
-            why = "a second header"
-        if why is not None:
-            raise TraceError(f"{name}: line {number}: {why}")
-        seen = observation(line) if number > 1 else None
+    for line in parsed[1:]:
+        seen = observation(line)
         if seen is not None:
             cells[(line["gpu_type"], line["model"])].append(seen)
     return Trace(header, {cell: sorted(found, key=lambda o: o.t) for cell, found in cells.items()})

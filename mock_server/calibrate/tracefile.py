@@ -1,47 +1,20 @@
-"""The drift trace's lines against their contract (`contracts/drift-trace.v1.schema.json`): what
-`observations` reads and what the fault proxy's `--record` writes.
+"""What the fault proxy's `--record` writes: its trace header, and lines checked against the contract
+(`contracts/drift-trace.v1.schema.json`) by `trace_lines`.
 
-`hostedai-harness record` writes the same format (the packages share the schema, not code: see
-ARCHITECTURE.md); `shape.py` here is a byte-for-byte twin of `harness/drift/shape.py`, pinned by a test.
+`hostedai-harness record` writes the same format. The packages may not import each other (see
+ARCHITECTURE.md), so `trace_lines.py` and `shape.py` here are byte-for-byte twins of those in
+`harness/drift/`, pinned by a test.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import jsonschema_rs
-
+from mock_server.calibrate.trace_lines import FORMAT, VERSION, encode
 from mock_server.resources import TRACE_SCHEMA
 from mock_server.version import __version__
-
-FORMAT = "hostedai-drift-trace"
-VERSION = 1
-
-
-@functools.cache
-def _validators() -> dict[str, Any]:
-    """One validator per line kind, so an error names what is wrong rather than that a line matched
-    neither a header nor a record."""
-    schema = json.loads(TRACE_SCHEMA.read_text("utf-8"))
-    return {
-        kind: jsonschema_rs.validator_for({"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
-        for kind, name in (("header", "header"), ("request", "record"))
-    }
-
-
-def problem(line: Any) -> str | None:
-    """Why a parsed line is not a valid header or record, or None when it is."""
-    if not isinstance(line, dict) or line.get("kind") not in ("header", "request"):
-        return "not a trace line (no `kind` of header or request)"
-    error = next(iter(_validators()[line["kind"]].iter_errors(line)), None)
-    if error is None:
-        return None
-    where = "/".join(str(part) for part in error.instance_path) or "the line"
-    return f"{where}: {error.message[:200]}"
 
 
 def proxy_header(upstream: str) -> dict[str, Any]:
@@ -62,8 +35,5 @@ def proxy_header(upstream: str) -> dict[str, Any]:
 
 def write_line(stream: IO[str], line: dict[str, Any]) -> None:
     """One line, validated first: an invalid record is the writer's bug, raised rather than written."""
-    why = problem(line)
-    if why is not None:
-        raise ValueError(f"refusing to write an invalid trace line: {why}")
-    stream.write(json.dumps(line, separators=(",", ":"), sort_keys=True) + "\n")
+    stream.write(encode(line, TRACE_SCHEMA))
     stream.flush()

@@ -199,10 +199,12 @@ async def test_the_proxy_records_the_upstreams_answers_as_a_trace_calibrate_read
     assert "recorded by the fault proxy" in err
 
 
-def test_the_two_packages_shape_bodies_with_one_function() -> None:
-    # The packages share no code (ARCHITECTURE.md): the trace's shape function is a twin, kept identical.
+@pytest.mark.parametrize("module", ["shape.py", "trace_lines.py"])
+def test_the_two_packages_shape_bodies_and_read_and_write_trace_lines_with_one_code(module: str) -> None:
+    # The packages share no code (ARCHITECTURE.md): the trace's shape function and its line format
+    # (validation, writing, reading) are twins, kept identical.
     root = Path(__file__).resolve().parents[2]
-    assert (root / "mock_server/calibrate/shape.py").read_bytes() == (root / "harness/drift/shape.py").read_bytes()
+    assert (root / "mock_server/calibrate" / module).read_bytes() == (root / "harness/drift" / module).read_bytes()
 
 
 def test_the_proxy_command_refuses_a_record_file_it_cannot_write(

@@ -30,8 +30,8 @@ class Waiters:
 
     def __init__(self, sim: Simulator) -> None:
         self._changed = asyncio.Event()
-        self._nappers: dict[str, set[asyncio.Future[None]]] = {}
-        self._until_end: dict[str, set[asyncio.Future[None]]] = {}
+        self._nappers: Sleepers = {}
+        self._until_end: Sleepers = {}
         self.waiting = 0
         """Requests waiting for a change right now (queued allocates)."""
         sim.on_capacity_freed.append(lambda _pool: self.notify())
@@ -54,50 +54,47 @@ class Waiters:
 
     def gpu_changed(self, gpu_id: str) -> None:
         """What runs on a GPU changed (a request came or went, an allocation ended): its nappers look again."""
-        for future in self._nappers.pop(gpu_id, ()):
-            if not future.done():
-                future.set_result(None)
+        _wake_all(self._nappers, gpu_id)
 
     def _allocation_ended(self, alloc: Allocation) -> None:
         self.gpu_changed(alloc.gpu_id)
-        for future in self._until_end.pop(alloc.allocation_id, ()):
-            if not future.done():
-                future.set_result(None)
+        _wake_all(self._until_end, alloc.allocation_id)
 
     async def sleep_unless_ended(self, allocation_id: str, real_seconds: float) -> None:
         """Sleep `real_seconds`, or less if the allocation ends meanwhile (woken by its end only, not by
         every change on its GPU: a crowd of requests in their frontend share stays asleep)."""
-        if real_seconds <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        waiting = self._until_end.setdefault(allocation_id, set())
-        waiting.add(future)
-        timer = loop.call_later(real_seconds, _wake, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
-            waiting.discard(future)
-            if not waiting and self._until_end.get(allocation_id) is waiting:
-                del self._until_end[allocation_id]
+        await _sleep_unless_woken(self._until_end, allocation_id, real_seconds)
 
     async def nap(self, gpu_id: str, real_seconds: float) -> None:
         """Sleep `real_seconds`, or less if what runs on the GPU changes (one future and one timer: no task)."""
-        if real_seconds <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        nappers = self._nappers.setdefault(gpu_id, set())
-        nappers.add(future)
-        timer = loop.call_later(real_seconds, _wake, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
-            nappers.discard(future)
-            if not nappers and self._nappers.get(gpu_id) is nappers:
-                del self._nappers[gpu_id]
+        await _sleep_unless_woken(self._nappers, gpu_id, real_seconds)
+
+
+Sleepers = dict[str, set[asyncio.Future[None]]]
+"""Futures that end a sleep early, by what wakes them (a GPU id, an allocation id)."""
+
+
+async def _sleep_unless_woken(sleepers: Sleepers, key: str, real_seconds: float) -> None:
+    """Sleep `real_seconds`, or until `_wake_all(sleepers, key)`."""
+    if real_seconds <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    waiting = sleepers.setdefault(key, set())
+    waiting.add(future)
+    timer = loop.call_later(real_seconds, _wake, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+        waiting.discard(future)
+        if not waiting and sleepers.get(key) is waiting:
+            del sleepers[key]
+
+
+def _wake_all(sleepers: Sleepers, key: str) -> None:
+    for future in sleepers.pop(key, ()):
+        _wake(future)
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from harness.argparsing import OneLineParser
 from harness.drift.cli import DRIFT_COMMANDS, add_drift_commands, run_drift_command
 from harness.preflight import preflight
-from harness.report import failures_text, report_dir, summary_line, summary_table, verdict, write_reports
+from harness.report import report_dir, summary_line, tell
 from harness.suites.base import RunOptions, Stopwatch, Suite, SuiteResult
 from harness.target import Target, TargetError, ca_bundle_path, mock_process, url_target
 
@@ -204,21 +204,13 @@ async def _run(args: argparse.Namespace) -> int:
         result, used = await _run_one(name, args, options)
         target = used or target
         results.append(result)
-    print()
-    print(summary_table(results))
-    details = failures_text(results)
-    if details:
-        print()
-        print(details)
-    if options.report_dir is not None and target is not None:
-        for path in write_reports(results, options.report_dir, target):
-            print(f"report: {path}")
-    outcome = verdict(results)
-    print(f"\n{summary_line(results, args.seed, args.examples)}")
-    if outcome == "undecided":
-        print(f"{PROG}: error: nothing was checked: {_why_undecided(results)}", file=sys.stderr)
-        return 2
-    return 0 if outcome == "passed" else 1
+    return tell(
+        results,
+        options.report_dir,
+        target,
+        summary_line(results, args.seed, args.examples),
+        f"nothing was checked: {_why_undecided(results)}",
+    )
 
 
 def _why_undecided(results: list[SuiteResult]) -> str:

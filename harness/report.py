@@ -9,6 +9,7 @@ any suite failed, `passed` if at least one passed, else `undecided`.
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -222,3 +223,26 @@ def _markdown(results: list[SuiteResult], target: Target) -> str:
 
 def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
+
+
+def tell(
+    results: list[SuiteResult], report_dir: Path | None, target: Target | None, last_line: str, undecided: str
+) -> int:
+    """What every harness command ends with: the table, the failures, the report files (when asked, and
+    there is a target to name), the last line; the exit code follows the verdict, and a run that decided
+    nothing is exit 2 with `undecided` on stderr."""
+    print()
+    print(summary_table(results))
+    details = failures_text(results)
+    if details:
+        print()
+        print(details)
+    if report_dir is not None and target is not None:
+        for path in write_reports(results, report_dir, target):
+            print(f"report: {path}")
+    outcome = verdict(results)
+    print(f"\n{last_line}")
+    if outcome == "undecided":
+        print(f"hostedai-harness: error: {undecided}", file=sys.stderr)
+        return 2
+    return 0 if outcome == "passed" else 1

@@ -23,7 +23,7 @@ from harness.drift.commands import Recording, drift, judge, record, replay, writ
 from harness.drift.compare import Thresholds
 from harness.drift.probe import ProbePlan
 from harness.drift.trace import TraceError, read_trace, target_host
-from harness.report import failures_text, report_dir, summary_table, verdict, write_reports
+from harness.report import report_dir, tell, verdict
 from harness.suites.base import Stopwatch, SuiteResult
 from harness.target import Target, TargetError, ca_bundle_path, url_target
 
@@ -210,22 +210,9 @@ def _replay_command(args: argparse.Namespace) -> str:
 
 def _tell(results: list[SuiteResult], report_dir: Path | None, label: str, seed: int) -> int:
     """Printed and reported as the suites are; the exit code follows the verdict."""
-    print()
-    print(summary_table(results))
-    details = failures_text(results)
-    if details:
-        print()
-        print(details)
-    if report_dir is not None:
-        target = Target(url="", api_key="", label=label)
-        for path in write_reports(results, report_dir, target):
-            print(f"report: {path}")
-    outcome = verdict(results)
-    print(f"\n{_last_line(results, seed)}")
-    if outcome == "undecided":
-        print(f"{PROG}: error: nothing could be compared between the trace and the mock", file=sys.stderr)
-        return 2
-    return 0 if outcome == "passed" else 1
+    target = Target(url="", api_key="", label=label)
+    undecided = "nothing could be compared between the trace and the mock"
+    return tell(results, report_dir, target, _last_line(results, seed), undecided)
 
 
 def _last_line(results: list[SuiteResult], seed: int) -> str:

@@ -117,6 +117,8 @@ class _Connection(asyncio.Protocol):
         """When the next request's first byte was read (the loop's clock), until its handler starts."""
         self.admitted = False
         self._header_timer: asyncio.TimerHandle | None = None
+        self._headers_due: float | None = None
+        """When the request being read must have sent its headers (None: not reading one)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports do not derive from asyncio.Transport.
@@ -132,7 +134,7 @@ class _Connection(asyncio.Protocol):
         if not self.busy:
             if self.first_byte_at is None:
                 self.first_byte_at = asyncio.get_running_loop().time()
-            if self._header_timer is None:
+            if self._headers_due is None:
                 # The first byte of a new request on a kept-alive connection: its headers are now due.
                 self.arm_header_timer()
         self.inner.data_received(data)
@@ -143,6 +145,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         self._guard.forget(self)
         if self.admitted:
             self.inner.connection_lost(exc)
@@ -154,21 +159,39 @@ class _Connection(asyncio.Protocol):
         self.inner.resume_writing()
 
     def arm_header_timer(self) -> None:
+        """The headers of the request now being read are due within the header timeout.
+
+        One timer per connection that outlives its requests: arming moves the deadline and disarming
+        forgets it, and the timer, when it fires, looks at the deadline then (and re-arms itself for a
+        later one). A kept-alive connection's requests then cost two attribute writes, not a timer
+        scheduled and cancelled each."""
         loop = asyncio.get_running_loop()
         # Up to a quarter longer, at random: a crowd that connected at once is not cut off at once, so it
         # does not come back as one wave of connects that overflows the listen queue.
         timeout = self._guard.limits.header_timeout_s * (1 + HEADER_JITTER * self._guard.jitter.random())
-        self._header_timer = loop.call_later(timeout, self._headers_late)
+        due = self._headers_due = loop.time() + timeout
+        timer = self._header_timer
+        if timer is not None and timer.when() > due:
+            # Set for a later deadline (an earlier request drew more jitter): this one would be missed.
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._header_timer = loop.call_at(due, self._headers_late)
 
     def disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._headers_due = None
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if not self.busy:
-            self._guard.close(self, "slow or missing request headers")
+        due = self._headers_due
+        if due is None or self.busy:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:
+            self._header_timer = loop.call_at(due, self._headers_late)
+            return
+        self._headers_due = None
+        self._guard.close(self, "slow or missing request headers")
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -267,7 +290,8 @@ class ConnectionGuard:
                 request[self.arrived_key] = conn.first_byte_at
                 conn.first_byte_at = None
             body_timer = None
-            if request.body_exists:
+            # A body that came whole with its headers (the usual small JSON body) needs no deadline.
+            if request.body_exists and not request.content.is_eof():
                 loop = asyncio.get_running_loop()
                 body_timer = loop.call_later(self.limits.body_timeout_s, self._body_late, conn, request)
             try:

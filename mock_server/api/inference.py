@@ -43,6 +43,8 @@ async def serve(request: web.Request, state: ServerState, plan: InferencePlan, s
     """The answer to an accepted inference (`Simulator.start_inference` checked it)."""
     clock = state.clock
     try:
+        if not clock.waits and not stream:
+            return _answered_at_once(state, plan)
         if clock.waits and plan.overhead_s:
             # The frontend's share (HTTP, tokenizing) comes before the model server sees the request. It
             # is counted from the request's first byte: the time this server already spent on it (or it
@@ -100,6 +102,19 @@ def _timeline(state: ServerState, plan: InferencePlan) -> Timeline:
     if not state.clock.waits:
         return state.sim.project_inference(plan)
     return state.sim.inference_progress(plan)
+
+
+def _answered_at_once(state: ServerState, plan: InferencePlan) -> web.StreamResponse:
+    """The manual clock's plain answer: nothing waits, so the request's whole future is its answer.
+    (A stream is answered through `_streamed`: its writes let other requests in mid-answer.)"""
+    delivered = 0
+    try:
+        state.sim.answer_at_once(plan)
+        delivered = plan.completion_tokens
+    finally:
+        state.sim.finish_inference(plan, delivered)
+    observe(state, plan, delivered)
+    return _json(render.inference(plan))
 
 
 async def _plain(request: web.Request, state: ServerState, plan: InferencePlan) -> web.StreamResponse:

@@ -50,9 +50,40 @@ class Outcome:
     """False when a fault cut the connection before any status line (reset, empty, hang)."""
 
 
+# An entry's fields, in the order an entry is kept (a tuple: recording is on every request's path, and
+# a tuple costs a fraction of a dict; entries become dicts only when somebody reads them).
+FIELDS = (
+    "seq",
+    "request_id",
+    "operation",
+    "method",
+    "path",
+    "tenant_id",
+    "status",
+    "fault_id",
+    "fault_action",
+    "allocation_id",
+    "idempotency_key",
+    "at",
+    "duration_ms",
+)
+_SEQ, _OPERATION, _TENANT, _STATUS, _ALLOCATION = (
+    FIELDS.index(f) for f in ("seq", "operation", "tenant_id", "status", "allocation_id")
+)
+_AT, _DURATION = FIELDS.index("at"), FIELDS.index("duration_ms")
+Entry = tuple[Any, ...]
+
+
+def _as_dict(entry: Entry) -> dict[str, Any]:
+    found = dict(zip(FIELDS, entry, strict=True))
+    found["at"] = round(entry[_AT], 6)
+    found["duration_ms"] = round(entry[_DURATION], 3)
+    return found
+
+
 class Journal:
     def __init__(self, size: int) -> None:
-        self._entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self._entries: deque[Entry] = deque(maxlen=size)
         self._seq = 0
 
     def __len__(self) -> int:
@@ -73,21 +104,21 @@ class Journal:
         self._seq += 1
         fault = outcome.fault
         self._entries.append(
-            {
-                "seq": self._seq,
-                "request_id": request_id,
-                "operation": operation,
-                "method": method,
-                "path": path,
-                "tenant_id": outcome.tenant_id,
-                "status": status if outcome.status_sent else None,
-                "fault_id": fault.rule.id if fault is not None else None,
-                "fault_action": fault.kind if fault is not None else None,
-                "allocation_id": outcome.allocation_id,
-                "idempotency_key": outcome.idempotency_key,
-                "at": round(at, 6),
-                "duration_ms": round(duration_ms, 3),
-            }
+            (
+                self._seq,
+                request_id,
+                operation,
+                method,
+                path,
+                outcome.tenant_id,
+                status if outcome.status_sent else None,
+                fault.rule.id if fault is not None else None,
+                fault.kind if fault is not None else None,
+                outcome.allocation_id,
+                outcome.idempotency_key,
+                at,
+                duration_ms,
+            )
         )
 
     def query(
@@ -105,18 +136,18 @@ class Journal:
         found: list[dict[str, Any]] = []
         entries = self._entries
         # Sequence numbers are consecutive in the buffer: start at the first entry after the mark.
-        start = max(0, since_seq - entries[0]["seq"] + 1) if entries else 0
+        start = max(0, since_seq - entries[0][_SEQ] + 1) if entries else 0
         for i in range(start, len(entries)):
             e = entries[i]
             if (
-                (operation is None or e["operation"] == operation)
-                and (status is None or e["status"] == status)
-                and (tenant_id is None or e["tenant_id"] == tenant_id)
-                and (allocation_id is None or e["allocation_id"] == allocation_id)
+                (operation is None or e[_OPERATION] == operation)
+                and (status is None or e[_STATUS] == status)
+                and (tenant_id is None or e[_TENANT] == tenant_id)
+                and (allocation_id is None or e[_ALLOCATION] == allocation_id)
             ):
                 if len(found) == limit:
                     return found, found[-1]["seq"]
-                found.append(e)
+                found.append(_as_dict(e))
         return found, None
 
     def tail(
@@ -126,11 +157,11 @@ class Journal:
         found = (
             e
             for e in reversed(self._entries)
-            if (operation is None or e["operation"] == operation)
-            and (status is None or e["status"] == status)
-            and (tenant_id is None or e["tenant_id"] == tenant_id)
+            if (operation is None or e[_OPERATION] == operation)
+            and (status is None or e[_STATUS] == status)
+            and (tenant_id is None or e[_TENANT] == tenant_id)
         )
-        return list(itertools.islice(found, limit))
+        return [_as_dict(e) for e in itertools.islice(found, limit)]
 
     def clear(self) -> None:
         """Forget the entries; sequence numbers keep counting, so a mark taken earlier stays valid."""

@@ -91,9 +91,22 @@ def timings(timeline: Timeline | None) -> dict[str, float]:
 
 
 def inference(plan: InferencePlan) -> dict[str, Any]:
-    body = inference_done(plan, plan.completion_tokens)
-    # Field order as in the contract's example: the output before finish_reason.
-    return {**{k: body[k] for k in ("inference_id", "allocation_id", "model")}, "output": plan.output, **body}
+    """An answered inference: `inference_done`'s fields with the output (in the contract example's
+    order: the output before finish_reason)."""
+    completion_tokens = plan.completion_tokens
+    return {
+        "inference_id": plan.inference_id,
+        "allocation_id": plan.allocation.allocation_id,
+        "model": plan.model,
+        "output": plan.output,
+        "finish_reason": plan.finish_reason,
+        "usage": {
+            "prompt_tokens": plan.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": plan.prompt_tokens + completion_tokens,
+        },
+        "timings": timings(plan.timeline),
+    }
 
 
 USAGE_FIELDS = (

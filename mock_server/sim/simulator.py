@@ -718,9 +718,7 @@ class Simulator:
     def submit_inference(self, plan: InferencePlan) -> None:
         """The request reaches the allocation's model server now. Raises AllocationNotActive when the
         allocation ended meanwhile, Unavailable when the server's waiting queue is full."""
-        alloc = plan.allocation
-        if not alloc.active:
-            raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
+        alloc = self._onto_model_server(plan)
         try:
             plan.request = self.serving.start(
                 alloc.gpu_id,
@@ -731,10 +729,38 @@ class Simulator:
                 self.clock.now(),
             )
         except QueueFull as exc:
-            raise Unavailable(
-                f"Allocation {alloc.allocation_id}'s model server refuses more work: {exc}.",
-                retry_after=self.config.simulation.capacity_retry_after_s,
-            ) from None
+            raise self._refused(alloc, exc) from None
+
+    def answer_at_once(self, plan: InferencePlan) -> Timeline:
+        """`submit_inference` and `project_inference` in one, for a request answered whole at the instant
+        it came (the manual clock's plain answer); `finish_inference` follows as usual. Raises as
+        `submit_inference` does."""
+        alloc = self._onto_model_server(plan)
+        try:
+            plan.timeline = self.serving.answer_at_once(
+                alloc.gpu_id,
+                alloc.allocation_id,
+                plan.prompt_tokens,
+                max(1, plan.completion_tokens),
+                plan.overhead_s,
+                self.clock.now(),
+            )
+        except QueueFull as exc:
+            raise self._refused(alloc, exc) from None
+        return plan.timeline
+
+    @staticmethod
+    def _onto_model_server(plan: InferencePlan) -> Allocation:
+        alloc = plan.allocation
+        if not alloc.active:
+            raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
+        return alloc
+
+    def _refused(self, alloc: Allocation, full: QueueFull) -> Unavailable:
+        return Unavailable(
+            f"Allocation {alloc.allocation_id}'s model server refuses more work: {full}.",
+            retry_after=self.config.simulation.capacity_retry_after_s,
+        )
 
     def inference_progress(self, plan: InferencePlan) -> Timeline:
         """How far the request is now (tokens generated so far; times once reached)."""

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mock_server.config import default_config, parse_config
@@ -399,3 +399,115 @@ def test_on_the_manual_clock_requests_answered_one_after_another_do_not_queue_be
     assert [t.queue_s for t in timelines] == [0.0, 0.0, 0.0]
     assert timelines[1] == timelines[0]
     assert timelines[2] == timelines[0]
+
+
+def _twin_gpu(contention: str, noise: float) -> tuple[Simulator, ManualClock, list[Allocation]]:
+    clock = ManualClock()
+    raw = {
+        "pools": [
+            {
+                **POOL_DEFAULTS,
+                "gpus": 1,
+                **INSTANT,
+                "overcommit_ratio": 4.0,
+                "contention": contention,
+                "vram_mb_per_gpu": 300,
+                "vram_overcommit_ratio": 1.5,
+            }
+        ],
+        "models": {
+            "m": {
+                **MODEL_DEFAULTS,
+                "vram_mb": 101,
+                "max_tokens": 100_000,
+                "context_tokens": 200_000,
+                "pools": ["p"],
+                "serving": {"G": "test-profile"},
+                "output_tokens": {"median": 10_000, "sigma": 0.0},
+                "chars_per_token": 1.0,
+            }
+        },
+        "tenants": TENANT_DEFAULTS,
+        "serving_profiles": {"test-profile": {**PROFILE, "noise_sigma": noise}},
+    }
+    sim = Simulator(parse_config(raw), clock, seed=5)
+    return sim, clock, [allocate(sim, vram_mb=200), allocate(sim, vram_mb=200)]
+
+
+def _gpu_state(sim: Simulator) -> list[object]:
+    """The GPU's and its engines' state, flat (allocations in id order), for `pytest.approx`."""
+    (runtime,) = sim.serving.runtimes.values()
+    state: list[object] = [runtime.t, runtime.resident is None, runtime.slice_end_t]
+    for _, slot in sorted(runtime.slots.items()):
+        e, run = slot.engine, slot.engine.run
+        shape = [-1.0] * 5 if run is None else [run.start_v, run.first_s, run.growth_s, run.count, len(run.decoding)]
+        state += [slot.speed, slot.t0, slot.v0, e.v, e.steps, e.kv_used, e.memory_slowdown, *shape]
+        state += [len(e.running), len(e.waiting)]
+    return state
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(
+    actions=st.lists(
+        st.tuples(
+            st.sampled_from(["answer", "answer", "answer", "hold", "let_go", "advance"]),
+            st.integers(0, 1),
+            st.sampled_from([1, 40, 900, 2500]),
+            st.sampled_from([1, 7, 60]),
+        ),
+        min_size=1,
+        max_size=14,
+    ),
+    contention=st.sampled_from(["spatial", "time_sliced", "temporal"]),
+    noise=st.sampled_from([0.0, 0.1]),
+)
+# The same request before and after the engine ran steps for another: its next step draws other noise.
+@example(
+    [("answer", 0, 40, 7), ("hold", 0, 40, 60), ("advance", 0, 900, 1), ("let_go", 0, 1, 1), ("answer", 0, 40, 7)],
+    "spatial",
+    0.1,
+)
+def test_answering_at_once_is_submitting_projecting_and_finishing_at_one_instant(
+    actions: list[tuple[str, int, int, int]], contention: str, noise: float
+) -> None:
+    # The manual clock's plain answer takes a shortcut (a remembered timeline, the engine untouched)
+    # when its GPU is idle; it must answer what the general path answers and leave the GPU as that path
+    # does, whatever else runs (held requests, on the same engine or a neighbour's), however the GPU
+    # is shared, and as time moves between answers.
+    fast, fast_clock, fast_allocs = _twin_gpu(contention, noise)
+    slow, slow_clock, slow_allocs = _twin_gpu(contention, noise)
+    held: list[tuple[InferencePlan, InferencePlan]] = []
+    for action, which, prompt_chars, max_tokens in actions:
+        if action == "advance":
+            fast_clock.advance(0.013 * prompt_chars / 40)
+            slow_clock.advance(0.013 * prompt_chars / 40)
+            continue
+        if action == "let_go":
+            for fast_plan, slow_plan in held:
+                fast.finish_inference(fast_plan, 0)
+                slow.finish_inference(slow_plan, 0)
+            held.clear()
+            continue
+        fast_plan = start_only(fast, fast_allocs[which], prompt_chars, max_tokens)
+        slow_plan = start_only(slow, slow_allocs[which], prompt_chars, max_tokens)
+        if action == "hold":
+            fast.submit_inference(fast_plan)
+            slow.submit_inference(slow_plan)
+            held.append((fast_plan, slow_plan))
+            continue
+        answered = fast.answer_at_once(fast_plan)
+        slow.submit_inference(slow_plan)
+        general = slow.project_inference(slow_plan)
+        fast.finish_inference(fast_plan, fast_plan.completion_tokens)
+        slow.finish_inference(slow_plan, slow_plan.completion_tokens)
+        assert (answered.queue_s, answered.ttft_s, answered.total_s) == pytest.approx(
+            (general.queue_s, general.ttft_s, general.total_s), rel=1e-9, abs=1e-12
+        )
+        assert answered.tokens == general.tokens
+        assert _gpu_state(fast) == pytest.approx(_gpu_state(slow), rel=1e-9, abs=1e-12)
+
+
+def start_only(sim: Simulator, alloc: Allocation, prompt_chars: int, max_tokens: int) -> InferencePlan:
+    return sim.start_inference(
+        "dev", InferenceSpec(alloc.allocation_id, "x" * prompt_chars, max_tokens=max_tokens, seed=1)
+    )

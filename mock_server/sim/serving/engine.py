@@ -24,13 +24,38 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from mock_server.sim.serving.cost import StepCost
 
 # Virtual times are sums of floats: a step that ends within this of a moment has ended by it.
 EPS = 1e-9
-# Lone-sequence projections remembered per engine (`project_alone`), at most; then forgotten at once.
-_PROJECTIONS_KEPT = 256
+# Futures remembered per engine (`project_alone`, `Serving.answer_at_once`), at most; then forgotten at once.
+_REMEMBERED = 256
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """A bounded memo: when full it forgets everything at once (load tests repeat a few request shapes,
+    so it refills in a few requests; no ordering to maintain on the hot path)."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        return self._known.get(key)
+
+    def remember(self, key: K, value: V) -> None:
+        if len(self._known) >= _REMEMBERED:
+            self._known.clear()
+        self._known[key] = value
+
+    def __len__(self) -> int:
+        return len(self._known)
 
 
 class QueueFull(Exception):
@@ -139,8 +164,10 @@ class Engine:
         """Set by the GPU's sharing layer: co-tenants running on the same memory bandwidth (MPS)."""
         self.v = 0.0
         """Virtual time up to which the engine has been advanced."""
-        self._projections: dict[tuple[object, ...], tuple[float | None, float | None, float | None, int, int]] = {}
+        self._projections: Memo[tuple[object, ...], tuple[float | None, float | None, float | None, int, int]] = Memo()
         """`project_alone`'s memo: the future of a lone sequence, as offsets from `v`, by engine state."""
+        self.answers: Memo[tuple[object, ...], object] = Memo()
+        """`Serving.answer_at_once`'s memo: a request's timeline on this engine while its GPU is idle."""
 
     # ---- the outside world --------------------------------------------------------------------------
 
@@ -373,9 +400,7 @@ class Engine:
                 copy.generated,
                 copy.preemptions,
             )
-            if len(self._projections) >= _PROJECTIONS_KEPT:
-                self._projections.clear()
-            self._projections[key] = known
+            self._projections.remember(key, known)
         admitted, first, finished, generated, preemptions = known
         copy = _copy(seq)
         copy.admitted_v = seq.admitted_v if seq.admitted_v is not None else _at(admitted, self.v)

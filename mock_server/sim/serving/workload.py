@@ -11,10 +11,9 @@ rare but long), the same for the same (model, prompt, seed), and cut by `max_tok
 from __future__ import annotations
 
 import math
-import random
 
 from mock_server.config import OutputLengths
-from mock_server.sim.textgen import stable_seed
+from mock_server.sim.textgen import standard_normal
 
 
 def count_prompt_tokens(text: str, chars_per_token: float) -> int:
@@ -23,6 +22,7 @@ def count_prompt_tokens(text: str, chars_per_token: float) -> int:
 
 def natural_length(model: str, prompt: str, seed: int, lengths: OutputLengths, limit: int) -> int:
     """The answer's length had nothing stopped it, at most the model's own limit."""
-    rng = random.Random(stable_seed("output-length", model, prompt, seed))
-    drawn = lengths.median * math.exp(rng.gauss(0.0, lengths.sigma)) if lengths.sigma else lengths.median
+    if not lengths.sigma:
+        return max(lengths.min, min(limit, round(lengths.median)))
+    drawn = lengths.median * math.exp(lengths.sigma * standard_normal("output-length", model, prompt, seed))
     return max(lengths.min, min(limit, round(drawn)))

@@ -245,9 +245,7 @@ def _pages_skip(mp: pytest.MonkeyPatch) -> None:
 
 def _ignore_max_tokens(mp: pytest.MonkeyPatch) -> None:
     real = textgen.generate
-    mp.setattr(
-        textgen, "generate", lambda model, prompt, seed, max_tokens, stop=None: real(model, prompt, seed, 10_000, stop)
-    )
+    mp.setattr(textgen, "generate", lambda draws, max_tokens, stop=None: real(draws, 10_000, stop))
 
 
 def _no_done_event(mp: pytest.MonkeyPatch) -> None:

@@ -696,8 +696,9 @@ class Simulator:
             # Without a seed, a zero temperature is greedy (same prompt, same output); otherwise draw one
             # from the simulator's seeded stream, so outputs vary yet replay exactly.
             seed = 0 if spec.temperature == 0 else self._rng_output.getrandbits(32)
-        natural = workload.natural_length(alloc.model, spec.prompt, seed, model.output_tokens, model.max_tokens)
-        generation = textgen.generate(alloc.model, spec.prompt, seed, min(natural, max_tokens), list(spec.stop))
+        draws = textgen.Draws(alloc.model, spec.prompt, seed)
+        natural = workload.natural_length(draws, model.output_tokens, model.max_tokens)
+        generation = textgen.generate(draws, min(natural, max_tokens), list(spec.stop))
         finish = "length" if natural > max_tokens and generation.finish_reason == "length" else "stop"
         profile = self.serving.profile(alloc.model, pool.gpu_type)
         gpu = self.gpus[alloc.gpu_id]

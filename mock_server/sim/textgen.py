@@ -3,10 +3,10 @@
 The output depends only on (model, prompt, seed): the same request gives the same tokens, so a test can
 assert on them. Tokens are words with their leading space, as BPE tokenizers print them.
 
-The draws come from an extendable-output hash of the request (SHAKE-128), two bytes a token looked up
-in a table laid out by the tokens' weights, rather than from a `random.Random` seeded per request:
-seeding a Mersenne Twister costs more than the whole hash (≈ 10 µs against ≈ 1 µs), and this runs on
-every inference.
+The draws come from an extendable-output hash of the request (SHAKE-128, `Draws`), two bytes a draw
+looked up in tables laid out by the tokens' weights and by the normal quantiles, rather than from a
+`random.Random` seeded per request: seeding a Mersenne Twister costs more than the whole hash, and this
+runs on every inference (one hash for the length and the text together).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import math
 import re
 import sys
 from array import array
 from dataclasses import dataclass
+from statistics import NormalDist
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -43,7 +43,12 @@ _LATER_CUM_WEIGHTS = list(
 
 # Every two-byte draw names a token: entry i is the token at (i + ½) / 65,536 of the cumulative weights.
 _DRAWS = 1 << 16
-_TABLE = tuple(_LATER[bisect.bisect(_LATER_CUM_WEIGHTS, (i + 0.5) / _DRAWS)] for i in range(_DRAWS))
+_ENDS = [bisect.bisect_left(range(_DRAWS), w * _DRAWS - 0.5) for w in _LATER_CUM_WEIGHTS[:-1]] + [_DRAWS]
+_TABLE = tuple(
+    itertools.chain.from_iterable(
+        itertools.repeat(token, end - start) for token, start, end in zip(_LATER, [0, *_ENDS[:-1]], _ENDS, strict=True)
+    )
+)
 
 
 def count_tokens(text: str) -> int:
@@ -66,28 +71,40 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big")
 
 
-def draws(count: int, *parts: object) -> array[int]:
-    """`count` numbers in [0, 65,536), the same for the same parts (little-endian on every machine)."""
-    numbers = array("H", hashlib.shake_128("\x1f".join(map(str, parts)).encode()).digest(2 * count))
-    if sys.byteorder == "big":
-        numbers.byteswap()
-    return numbers
+# A standard normal draw from two bytes: entry i is the normal quantile at (i + ½) / 16,384 (±4σ).
+_NORMAL_LEVELS = 1 << 14
+_NORMAL = tuple(NormalDist().inv_cdf((i + 0.5) / _NORMAL_LEVELS) for i in range(_NORMAL_LEVELS))
 
 
-def standard_normal(*parts: object) -> float:
-    """A standard normal draw, the same for the same parts (Box–Muller on two 53-bit uniforms)."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).digest()
-    u1 = ((int.from_bytes(digest[:8], "little") >> 11) + 1) / (1 << 53)  # (0, 1]: the logarithm is finite
-    u2 = (int.from_bytes(digest[8:], "little") >> 11) / (1 << 53)
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+class Draws:
+    """One request's draws, the same for the same (model, prompt, seed): a SHAKE-128 stream of the
+    three, read in order — two bytes for the answer's length (`normal`), then two a token (`generate`).
+    Reading a prefix of the stream again gives the same bytes, so each reader asks for what it needs."""
+
+    __slots__ = ("_shake",)
+
+    def __init__(self, model: str, prompt: str, seed: int) -> None:
+        self._shake = hashlib.shake_128(f"{model}\x1f{prompt}\x1f{seed}".encode())
+
+    def normal(self) -> float:
+        """A standard normal draw (by its quantile table, to ±4σ)."""
+        first = self._shake.digest(2)
+        return _NORMAL[(first[0] | first[1] << 8) % _NORMAL_LEVELS]
+
+    def numbers(self, count: int) -> array[int]:
+        """`count` numbers in [0, 65,536), after the normal's two bytes (little-endian on every machine)."""
+        numbers = array("H", self._shake.digest(2 + 2 * count)[2:])
+        if sys.byteorder == "big":
+            numbers.byteswap()
+        return numbers
 
 
-def generate(model: str, prompt: str, seed: int, length: int, stop: list[str] | None = None) -> Generation:
-    """`length` tokens of text drawn from the seed (the caller decides how long the answer runs), cut at
-    the first stop sequence (which is not included). `finish_reason` is "stop" when a stop sequence cut
-    it, else "length" — the caller says "stop" for an answer that ended at its natural length."""
+def generate(draws: Draws, length: int, stop: list[str] | None = None) -> Generation:
+    """`length` tokens of text from the request's draws (the caller decides how long the answer runs),
+    cut at the first stop sequence (which is not included). `finish_reason` is "stop" when a stop
+    sequence cut it, else "length" — the caller says "stop" for an answer that ended at its natural length."""
     if length:
-        numbers = draws(length, model, prompt, seed)
+        numbers = draws.numbers(length)
         # The first token is a word; the later ones follow the weights (words, punctuation, breaks).
         tokens = [_WORDS[numbers[0] % len(_WORDS)], *map(_TABLE.__getitem__, numbers[1:])]
     else:

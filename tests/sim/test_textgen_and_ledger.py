@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping
 
 import pytest
@@ -88,12 +89,12 @@ def test_stop_sequences_cut_the_output(make_sim: SimFactory) -> None:
 
 
 def test_the_earliest_stop_sequence_wins_and_an_unmatched_one_leaves_finish_reason_length() -> None:
-    full = textgen.generate("m", "a prompt", 5, length=100)
+    full = textgen.generate(textgen.Draws("m", "a prompt", 5), length=100)
     text = full.text
     late, early = full.tokens[6], full.tokens[2]
-    cut = textgen.generate("m", "a prompt", 5, length=100, stop=[late, early])
+    cut = textgen.generate(textgen.Draws("m", "a prompt", 5), length=100, stop=[late, early])
     assert cut.text == text[: min(text.find(late), text.find(early))]
-    short = textgen.generate("m", "a prompt", 5, length=2, stop=["no such stop sequence"])
+    short = textgen.generate(textgen.Draws("m", "a prompt", 5), length=2, stop=["no such stop sequence"])
     assert len(short.tokens) == 2
     assert short.finish_reason == "length"
 
@@ -363,3 +364,25 @@ def test_another_tenants_allocation_is_not_found(make_sim: SimFactory) -> None:
     assert sim.list_allocations("team-b")[0] == []
     assert sim.usage("team-b").totals.allocations == 0
     assert sim.get_allocation("dev", alloc.allocation_id).state is AllocationState.ACTIVE
+
+
+def test_token_and_length_draws_follow_their_distributions() -> None:
+    # The lookup tables stand in for weighted choices and a Gaussian: their shares must be the weights.
+    table = textgen._TABLE
+    assert sum(t.startswith(" ") for t in table) / len(table) == pytest.approx(0.88, abs=1 / len(table))
+    assert table.count("\n\n") / len(table) == pytest.approx(0.02, abs=1 / len(table))
+    normal = textgen._NORMAL
+    assert statistics.fmean(normal) == pytest.approx(0.0, abs=1e-9)
+    assert statistics.pstdev(normal) == pytest.approx(1.0, abs=0.01)
+    draws = [textgen.Draws("m", "p", seed).normal() for seed in range(20_000)]
+    assert statistics.median(draws) == pytest.approx(0.0, abs=0.03)
+    assert sum(d > 1.0 for d in draws) / len(draws) == pytest.approx(0.1587, abs=0.01)
+    # The same request draws the same; another seed, other tokens.
+    assert (
+        textgen.generate(textgen.Draws("m", "p", 1), 30).tokens
+        == textgen.generate(textgen.Draws("m", "p", 1), 30).tokens
+    )
+    assert (
+        textgen.generate(textgen.Draws("m", "p", 1), 30).tokens
+        != textgen.generate(textgen.Draws("m", "p", 2), 30).tokens
+    )

@@ -13,16 +13,16 @@ from __future__ import annotations
 import math
 
 from mock_server.config import OutputLengths
-from mock_server.sim.textgen import standard_normal
+from mock_server.sim.textgen import Draws
 
 
 def count_prompt_tokens(text: str, chars_per_token: float) -> int:
     return 1 + math.ceil(len(text) / chars_per_token)
 
 
-def natural_length(model: str, prompt: str, seed: int, lengths: OutputLengths, limit: int) -> int:
+def natural_length(draws: Draws, lengths: OutputLengths, limit: int) -> int:
     """The answer's length had nothing stopped it, at most the model's own limit."""
     if not lengths.sigma:
         return max(lengths.min, min(limit, round(lengths.median)))
-    drawn = lengths.median * math.exp(lengths.sigma * standard_normal("output-length", model, prompt, seed))
+    drawn = lengths.median * math.exp(lengths.sigma * draws.normal())
     return max(lengths.min, min(limit, round(drawn)))

@@ -76,17 +76,13 @@ def inference_done(plan: InferencePlan, completion_tokens: int) -> dict[str, Any
 
 def timings(timeline: Timeline | None) -> dict[str, float]:
     """Milliseconds, rounded to the microsecond; what was never reached is 0 (a request cut short)."""
-
-    def ms(seconds: float | None) -> float:
-        return round((seconds or 0.0) * 1000, 3)
-
     if timeline is None:
         return {"queue_ms": 0.0, "ttft_ms": 0.0, "total_ms": 0.0, "tpot_ms": 0.0}
     return {
-        "queue_ms": ms(timeline.queue_s),
-        "ttft_ms": ms(timeline.ttft_s),
-        "total_ms": ms(timeline.total_s),
-        "tpot_ms": ms(timeline.tpot_s),
+        "queue_ms": round((timeline.queue_s or 0.0) * 1000, 3),
+        "ttft_ms": round((timeline.ttft_s or 0.0) * 1000, 3),
+        "total_ms": round((timeline.total_s or 0.0) * 1000, 3),
+        "tpot_ms": round((timeline.tpot_s or 0.0) * 1000, 3),
     }
 
 

@@ -75,13 +75,14 @@ LAYERS: list[tuple[str, list[Fn], list[Fn]]] = [
     ),
     ("simulator: check, length, text (`start_inference`)", [("mock_server/sim/simulator.py", "start_inference")], []),
     (
-        "simulator: onto the model server (`submit_inference`)",
-        [("mock_server/sim/simulator.py", "submit_inference")],
-        [],
-    ),
-    (
-        "simulator: the request's future (`project_inference`)",
-        [("mock_server/sim/simulator.py", "project_inference")],
+        # On the manual clock a plain answer is submitted, projected and taken off its model server in
+        # one call (`answer_at_once`); a stream, or the real clock, goes through submit and project.
+        "simulator: on the model server (`answer_at_once`, or `submit_inference` + `project_inference`)",
+        [
+            ("mock_server/sim/simulator.py", "answer_at_once"),
+            ("mock_server/sim/simulator.py", "submit_inference"),
+            ("mock_server/sim/simulator.py", "project_inference"),
+        ],
         [],
     ),
     ("simulator: settle, bill (`finish_inference`)", [("mock_server/sim/simulator.py", "finish_inference")], []),
@@ -195,7 +196,7 @@ def render(p: Profile, seconds: int) -> str:
     lines += [
         f"| **total** | 100% | **{p.cpu_us:.0f}** |",
         "",
-        "How to read it: the simulator's four rows are the work (what the mock is for); everything else is",
+        "How to read it: the simulator's three rows are the work (what the mock is for); everything else is",
         "the price of serving it over HTTP with validation, faults, metrics and logs. The bare aiohttp",
         "handler of `make bench` (a fixed body, nothing read) needs the HTTP parsing, routing and response",
         "rows alone.",

@@ -98,12 +98,14 @@ class _Histograms(Collector):
         self.bounds = (*buckets, math.inf)
         self.counts: dict[tuple[str, ...], list[int]] = {}
         self.sums: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         counts = self.counts.get(labels)
         if counts is None:
             counts = self.counts[labels] = [0] * len(self.bounds)
             self.sums[labels] = 0.0
+            self.created[labels] = time.time()
         # The first bucket whose upper bound is at least the value, as Prometheus' `le` means.
         counts[bisect_left(self.bounds, value)] += 1
         self.sums[labels] += value
@@ -116,6 +118,9 @@ class _Histograms(Collector):
                 cumulative += count
                 buckets.append((_le(bound), float(cumulative)))
             family.add_metric(list(labels), buckets, self.sums[labels])
+            # `HistogramMetricFamily.add_metric` takes no creation time; prometheus-client's Histogram
+            # writes one per series, and so does this.
+            family.add_sample(f"{self.name}_created", dict(zip(self.labels, labels, strict=True)), self.created[labels])
         yield family
 
 

@@ -19,6 +19,7 @@ from mock_server.serving_profiles import ServingProfile
 from mock_server.sim.serving.cost import StepCost, kv_capacity_tokens
 from mock_server.sim.serving.engine import Engine, QueueFull, Sequence
 from mock_server.sim.serving.gpu import GpuRuntime, Sharing, Tracked
+from mock_server.sim.textgen import stable_seed
 
 __all__ = ["QueueFull", "Request", "Serving", "Timeline"]
 
@@ -112,7 +113,9 @@ class Serving:
     def attach(self, pool: PoolConfig, gpu_id: str, allocation_id: str, model: str, vram_mb: int, t: float) -> None:
         profile = self.profile(model, pool.gpu_type)
         engine = Engine(
-            step_cost(profile, hash((self.seed, allocation_id)) & 0xFFFFFFFF),
+            # A stable hash: Python's own hash of a string differs between processes, and with it the
+            # noise of every step, so the same seed gave other timings in another process.
+            step_cost(profile, stable_seed("step-noise", self.seed, allocation_id) & 0xFFFFFFFF),
             kv_capacity=max(1, self.kv_capacity(model, pool.gpu_type, vram_mb)),
             max_num_seqs=profile.max_num_seqs,
             max_batched_tokens=profile.max_num_batched_tokens,
@@ -163,15 +166,19 @@ class Serving:
         slot = runtime.slots[allocation_id]
         engine = slot.engine
         # What the submit would set for an engine alone on its GPU: full speed, no co-tenant slowdown.
-        idle = not any(s.engine.busy for s in runtime.slots.values())
+        # Idle is not enough: a request cancelled mid-step leaves its (empty) step running, and the next
+        # one waits for it (queue time, the next step's noise).
+        idle = all(s.engine.run is None and not s.engine.busy for s in runtime.slots.values())
         alone = idle and slot.speed == 1.0 and engine.memory_slowdown == 1.0
         key = (engine.steps, prompt_tokens, output_tokens, overhead_s)
         known = engine.answers.get(key) if alone else None
         if isinstance(known, Timeline):
             return known
         request = self.start(gpu_id, allocation_id, prompt_tokens, output_tokens, overhead_s, t)
-        timeline = self.project(request)
-        self.cancel(request, t)
+        try:
+            timeline = self.project(request)
+        finally:
+            self.cancel(request, t)
         if alone:
             engine.answers.remember(key, timeline)
         return timeline

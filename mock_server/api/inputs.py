@@ -109,14 +109,18 @@ async def _body(request: web.Request, operation: Operation, max_bytes: int) -> t
     return body, operation.body.violations(body, "/body")
 
 
-_CONTAINERS_OR_FLOAT = (dict, list, float)
-
-
 def integral(value: Any) -> Any:
     """Integer-valued numbers as ints (`2048.0` is the integer 2048 in JSON Schema): the simulator
     then never meets a float where the contract promises an integer."""
-    if type(value) is dict and not any(type(v) in _CONTAINERS_OR_FLOAT for v in value.values()):
-        return value  # a flat object of strings, ints and booleans (most bodies): nothing to convert
+    if type(value) is dict:
+        # Most bodies are flat objects with nothing to convert (a temperature of 0.7 stays a float):
+        # returned as they are, without building a copy.
+        for v in value.values():
+            kind = type(v)
+            if kind is dict or kind is list or (kind is float and v.is_integer()):
+                break
+        else:
+            return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else value
     if isinstance(value, dict):

@@ -3,8 +3,8 @@
 The output depends only on (model, prompt, seed): the same request gives the same tokens, so a test can
 assert on them. Tokens are words with their leading space, as BPE tokenizers print them.
 
-The draws come from an extendable-output hash of the request (SHAKE-128, `Draws`), two bytes a draw
-looked up in tables laid out by the tokens' weights and by the normal quantiles, rather than from a
+The draws come from a hash of the request (BLAKE2b blocks, `Draws`), two bytes a draw looked up in
+tables laid out by the tokens' weights and by the normal quantiles, rather than from a
 `random.Random` seeded per request: seeding a Mersenne Twister costs more than the whole hash, and this
 runs on every inference (one hash for the length and the text together).
 """
@@ -41,8 +41,10 @@ _LATER_CUM_WEIGHTS = list(
 )
 
 
-# Every two-byte draw names a token: entry i is the token at (i + ½) / 65,536 of the cumulative weights.
-_DRAWS = 1 << 16
+# A token from the top 12 bits of a two-byte draw: entry i is the token at (i + ½) / 4,096 of the
+# cumulative weights. 4,096 entries (32 KB) rather than 65,536: the table is read at random, once a
+# token, and a small one stays in the CPU's cache between requests.
+_DRAWS = 1 << 12
 _ENDS = [bisect.bisect_left(range(_DRAWS), w * _DRAWS - 0.5) for w in _LATER_CUM_WEIGHTS[:-1]] + [_DRAWS]
 _TABLE = tuple(
     itertools.chain.from_iterable(
@@ -74,26 +76,39 @@ def stable_seed(*parts: object) -> int:
 # A standard normal draw from two bytes: entry i is the normal quantile at (i + ½) / 16,384 (±4σ).
 _NORMAL_LEVELS = 1 << 14
 _NORMAL = tuple(NormalDist().inv_cdf((i + 0.5) / _NORMAL_LEVELS) for i in range(_NORMAL_LEVELS))
+# BLAKE2b's longest digest: the stream's block.
+_BLOCK = 64
 
 
 class Draws:
-    """One request's draws, the same for the same (model, prompt, seed): a SHAKE-128 stream of the
-    three, read in order — two bytes for the answer's length (`normal`), then two a token (`generate`).
-    Reading a prefix of the stream again gives the same bytes, so each reader asks for what it needs."""
+    """One request's draws, the same for the same (model, prompt, seed): a stream of bytes made of
+    64-byte BLAKE2b blocks of the three (block i salted with i), read in order — two bytes for the
+    answer's length (`normal`), then two a token (`generate`). Reading a prefix of the stream again gives
+    the same bytes, so each reader asks for what it needs; most answers fit the first block."""
 
-    __slots__ = ("_shake",)
+    __slots__ = ("_first", "_key")
 
     def __init__(self, model: str, prompt: str, seed: int) -> None:
-        self._shake = hashlib.shake_128(f"{model}\x1f{prompt}\x1f{seed}".encode())
+        self._key = f"{model}\x1f{prompt}\x1f{seed}".encode()
+        self._first = hashlib.blake2b(self._key, digest_size=_BLOCK).digest()
+
+    def _stream(self, size: int) -> bytes:
+        if size <= _BLOCK:
+            return self._first[:size]
+        later = (
+            hashlib.blake2b(self._key, digest_size=_BLOCK, salt=i.to_bytes(16, "little")).digest()
+            for i in range(1, -(-size // _BLOCK))
+        )
+        return b"".join((self._first, *later))[:size]
 
     def normal(self) -> float:
         """A standard normal draw (by its quantile table, to ±4σ)."""
-        first = self._shake.digest(2)
+        first = self._first
         return _NORMAL[(first[0] | first[1] << 8) % _NORMAL_LEVELS]
 
     def numbers(self, count: int) -> array[int]:
         """`count` numbers in [0, 65,536), after the normal's two bytes (little-endian on every machine)."""
-        numbers = array("H", self._shake.digest(2 + 2 * count)[2:])
+        numbers = array("H", self._stream(2 + 2 * count)[2:])
         if sys.byteorder == "big":
             numbers.byteswap()
         return numbers
@@ -106,7 +121,7 @@ def generate(draws: Draws, length: int, stop: list[str] | None = None) -> Genera
     if length:
         numbers = draws.numbers(length)
         # The first token is a word; the later ones follow the weights (words, punctuation, breaks).
-        tokens = [_WORDS[numbers[0] % len(_WORDS)], *map(_TABLE.__getitem__, numbers[1:])]
+        tokens = [_WORDS[numbers[0] % len(_WORDS)], *[_TABLE[n >> 4] for n in numbers[1:]]]
     else:
         tokens = []
     if stop:

@@ -377,6 +377,9 @@ def test_token_and_length_draws_follow_their_distributions() -> None:
     draws = [textgen.Draws("m", "p", seed).normal() for seed in range(20_000)]
     assert statistics.median(draws) == pytest.approx(0.0, abs=0.03)
     assert sum(d > 1.0 for d in draws) / len(draws) == pytest.approx(0.1587, abs=0.01)
+    # A longer answer runs on from a shorter one's text (the stream is read in order, block after block).
+    long, short = textgen.generate(textgen.Draws("m", "p", 1), 300), textgen.generate(textgen.Draws("m", "p", 1), 40)
+    assert long.tokens[:40] == short.tokens
     # The same request draws the same; another seed, other tokens.
     assert (
         textgen.generate(textgen.Draws("m", "p", 1), 30).tokens

@@ -60,18 +60,31 @@ def pool(p: PoolStats) -> dict[str, Any]:
 
 def inference_done(plan: InferencePlan, completion_tokens: int) -> dict[str, Any]:
     """The fields of an answered inference, minus the output: the stream's `done` event."""
-    return {
+    return _answered(plan, completion_tokens, None)
+
+
+def inference(plan: InferencePlan) -> dict[str, Any]:
+    """An answered inference: `inference_done`'s fields with the output."""
+    return _answered(plan, plan.completion_tokens, plan.output)
+
+
+def _answered(plan: InferencePlan, completion_tokens: int, output: str | None) -> dict[str, Any]:
+    # Field order as in the contract's example: the output before finish_reason.
+    body: dict[str, Any] = {
         "inference_id": plan.inference_id,
         "allocation_id": plan.allocation.allocation_id,
         "model": plan.model,
-        "finish_reason": plan.finish_reason,
-        "usage": {
-            "prompt_tokens": plan.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": plan.prompt_tokens + completion_tokens,
-        },
-        "timings": timings(plan.timeline),
     }
+    if output is not None:
+        body["output"] = output
+    body["finish_reason"] = plan.finish_reason
+    body["usage"] = {
+        "prompt_tokens": plan.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": plan.prompt_tokens + completion_tokens,
+    }
+    body["timings"] = timings(plan.timeline)
+    return body
 
 
 def timings(timeline: Timeline | None) -> dict[str, float]:
@@ -83,25 +96,6 @@ def timings(timeline: Timeline | None) -> dict[str, float]:
         "ttft_ms": round((timeline.ttft_s or 0.0) * 1000, 3),
         "total_ms": round((timeline.total_s or 0.0) * 1000, 3),
         "tpot_ms": round((timeline.tpot_s or 0.0) * 1000, 3),
-    }
-
-
-def inference(plan: InferencePlan) -> dict[str, Any]:
-    """An answered inference: `inference_done`'s fields with the output (in the contract example's
-    order: the output before finish_reason)."""
-    completion_tokens = plan.completion_tokens
-    return {
-        "inference_id": plan.inference_id,
-        "allocation_id": plan.allocation.allocation_id,
-        "model": plan.model,
-        "output": plan.output,
-        "finish_reason": plan.finish_reason,
-        "usage": {
-            "prompt_tokens": plan.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": plan.prompt_tokens + completion_tokens,
-        },
-        "timings": timings(plan.timeline),
     }
 
 

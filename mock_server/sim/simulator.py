@@ -23,6 +23,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mock_server.config import MockConfig, ModelConfig, PoolConfig
 from mock_server.sim import placement, textgen
@@ -48,6 +49,8 @@ from mock_server.sim.ratelimit import TokenBucket
 from mock_server.sim.scenarios import scenario_rules
 from mock_server.sim.serving import workload
 from mock_server.sim.serving.service import QueueFull, Request, Serving, Timeline
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,26 +722,22 @@ class Simulator:
     def submit_inference(self, plan: InferencePlan) -> None:
         """The request reaches the allocation's model server now. Raises AllocationNotActive when the
         allocation ended meanwhile, Unavailable when the server's waiting queue is full."""
-        alloc = self._onto_model_server(plan)
-        try:
-            plan.request = self.serving.start(
-                alloc.gpu_id,
-                alloc.allocation_id,
-                plan.prompt_tokens,
-                max(1, plan.completion_tokens),
-                plan.overhead_s,
-                self.clock.now(),
-            )
-        except QueueFull as exc:
-            raise self._refused(alloc, exc) from None
+        plan.request = self._onto_model_server(plan, self.serving.start)
 
     def answer_at_once(self, plan: InferencePlan) -> Timeline:
         """`submit_inference` and `project_inference` in one, for a request answered whole at the instant
         it came (the manual clock's plain answer); `finish_inference` follows as usual. Raises as
         `submit_inference` does."""
-        alloc = self._onto_model_server(plan)
+        plan.timeline = self._onto_model_server(plan, self.serving.answer_at_once)
+        return plan.timeline
+
+    def _onto_model_server(self, plan: InferencePlan, call: Callable[[str, str, int, int, float, float], T]) -> T:
+        """`call` (a `Serving` method) with the request as its allocation's model server sees it."""
+        alloc = plan.allocation
+        if not alloc.active:
+            raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
         try:
-            plan.timeline = self.serving.answer_at_once(
+            return call(
                 alloc.gpu_id,
                 alloc.allocation_id,
                 plan.prompt_tokens,
@@ -748,14 +747,6 @@ class Simulator:
             )
         except QueueFull as exc:
             raise self._refused(alloc, exc) from None
-        return plan.timeline
-
-    @staticmethod
-    def _onto_model_server(plan: InferencePlan) -> Allocation:
-        alloc = plan.allocation
-        if not alloc.active:
-            raise AllocationNotActive(f"Allocation {alloc.allocation_id} is {alloc.state.value}.", alloc.state.value)
-        return alloc
 
     def _refused(self, alloc: Allocation, full: QueueFull) -> Unavailable:
         return Unavailable(

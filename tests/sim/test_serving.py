@@ -42,6 +42,15 @@ PROFILE: dict[str, Any] = {
 # Answers that run to max_tokens.
 LONG = {"median": 100_000, "sigma": 0.0}
 INSTANT = {"lifecycle": {"provision_s": {"s": 0}, "load_s": {"s": 0}}}
+# Model "m" on the test profile in pool "p": a 101 MB model with room for long prompts and answers.
+ON_THE_TEST_PROFILE: dict[str, Any] = {
+    "vram_mb": 101,
+    "max_tokens": 100_000,
+    "context_tokens": 200_000,
+    "pools": ["p"],
+    "serving": {"G": "test-profile"},
+    "chars_per_token": 1.0,
+}
 
 
 @pytest.fixture
@@ -50,17 +59,7 @@ def make_serving(make_sim: SimFactory) -> Any:
     on the test profile (100 MB of weights, 1 KiB of KV per token)."""
 
     def factory(pool: dict[str, Any] | None = None, **model: Any) -> Simulator:
-        spec = {
-            "vram_mb": 101,
-            "tflops": 10.0,
-            "max_tokens": 100_000,
-            "context_tokens": 200_000,
-            "pools": ["p"],
-            "serving": {"G": "test-profile"},
-            "output_tokens": {"median": 50, "sigma": 0.0},
-            "chars_per_token": 1.0,
-            **model,
-        }
+        spec = {**ON_THE_TEST_PROFILE, "tflops": 10.0, "output_tokens": {"median": 50, "sigma": 0.0}, **model}
         return make_sim(
             [{"gpus": 1, **INSTANT, **(pool or {})}], models={"m": spec}, serving_profiles={"test-profile": PROFILE}
         )
@@ -331,16 +330,7 @@ def test_projecting_a_request_that_runs_alone_matches_running_the_whole_gpu_forw
     clock = ManualClock()
     profile = {**PROFILE, "noise_sigma": noise}
     pool = {**POOL_DEFAULTS, "gpus": 1, **INSTANT, "overcommit_ratio": 4.0}
-    model = {
-        **MODEL_DEFAULTS,
-        "vram_mb": 101,
-        "max_tokens": 100_000,
-        "context_tokens": 200_000,
-        "pools": ["p"],
-        "serving": {"G": "test-profile"},
-        "output_tokens": {"median": 10_000, "sigma": 0.0},
-        "chars_per_token": 1.0,
-    }
+    model = {**MODEL_DEFAULTS, **ON_THE_TEST_PROFILE, "output_tokens": {"median": 10_000, "sigma": 0.0}}
     raw = {
         "pools": [pool],
         "models": {"m": model},
@@ -418,18 +408,7 @@ def _twin_gpu(contention: str, noise: float) -> tuple[Simulator, ManualClock, li
                 "vram_overcommit_ratio": 1.5,
             }
         ],
-        "models": {
-            "m": {
-                **MODEL_DEFAULTS,
-                "vram_mb": 101,
-                "max_tokens": 100_000,
-                "context_tokens": 200_000,
-                "pools": ["p"],
-                "serving": {"G": "test-profile"},
-                "output_tokens": {"median": 10_000, "sigma": 0.0},
-                "chars_per_token": 1.0,
-            }
-        },
+        "models": {"m": {**MODEL_DEFAULTS, **ON_THE_TEST_PROFILE, "output_tokens": {"median": 10_000, "sigma": 0.0}}},
         "tenants": TENANT_DEFAULTS,
         "serving_profiles": {"test-profile": {**PROFILE, "noise_sigma": noise}},
     }

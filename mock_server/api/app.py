@@ -191,13 +191,11 @@ def _endpoint(
         outcome.allocation_id = call.path.get("allocation_id") or (
             call.body.get("allocation_id") if name == "inference" else None
         )
-        sim, now = state.sim, state.clock.now()
-        decision = sim.faults.decide(
-            operation=name, phase="before", now=now, tenant_id=call.tenant_id, pool_id=pool_id, model=model
+        now = state.clock.now()
+        decision = faults.decide(
+            state, outcome, name, "before", now, tenant_id=call.tenant_id, pool_id=pool_id, model=model
         )
         if decision is not None:
-            outcome.fault = decision
-            state.metrics.faults.labels(decision.kind, name).inc()
             instead = await faults.before(request, state, decision, outcome, alloc)
             if instead is not None:
                 return instead
@@ -205,12 +203,8 @@ def _endpoint(
         created = response.get(RESPONSE_DATA) if name == "allocate" else None
         if isinstance(created, dict) and response.status == 201:
             outcome.allocation_id = created["allocation_id"]
-        late = sim.faults.decide(
-            operation=name, phase="after", now=now, tenant_id=call.tenant_id, pool_id=pool_id, model=model
-        )
+        late = faults.decide(state, outcome, name, "after", now, tenant_id=call.tenant_id, pool_id=pool_id, model=model)
         if late is not None:
-            outcome.fault = late
-            state.metrics.faults.labels(late.kind, name).inc()
             response = await faults.after(request, state, late, outcome, alloc, response)
         return await faults.shape_answer(request, outcome.fault, response)
 

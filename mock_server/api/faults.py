@@ -42,6 +42,28 @@ def target(state: ServerState, operation: str, call: Call) -> tuple[str | None, 
     return call.path.get("pool_id"), None, None
 
 
+def decide(
+    state: ServerState,
+    outcome: Outcome,
+    operation: str,
+    phase: str,
+    now: float,
+    *,
+    tenant_id: str | None,
+    pool_id: str | None,
+    model: str | None,
+) -> Decision | None:
+    """The fault rule that fires on this request in this phase (before or after the work), if any:
+    noted on the request's outcome (the journal's fault) and counted in the metrics."""
+    decision = state.sim.faults.decide(
+        operation=operation, phase=phase, now=now, tenant_id=tenant_id, pool_id=pool_id, model=model
+    )
+    if decision is not None:
+        outcome.fault = decision
+        state.metrics.faults.labels(decision.kind, operation).inc()
+    return decision
+
+
 def _error(decision: Decision) -> ApiError:
     action = decision.rule.action
     kind = decision.kind

@@ -144,12 +144,8 @@ def proxy_endpoint(operation: Operation) -> Callable[[web.Request], Awaitable[we
         now = state.clock.now()
         recorder = request.app.get(PROXY_RECORDER)
         if faultable:
-            decision = state.sim.faults.decide(
-                operation=name, phase="before", now=now, tenant_id=None, pool_id=pool_id, model=model
-            )
+            decision = faults.decide(state, outcome, name, "before", now, tenant_id=None, pool_id=pool_id, model=model)
             if decision is not None:
-                outcome.fault = decision
-                state.metrics.faults.labels(decision.kind, name).inc()
                 instead = await faults.before(request, state, decision, outcome, None)
                 if instead is not None:
                     return instead
@@ -169,12 +165,8 @@ def proxy_endpoint(operation: Operation) -> Callable[[web.Request], Awaitable[we
             outcome.allocation_id = location.rsplit("/", 1)[-1]
         if not faultable:
             return response
-        late = state.sim.faults.decide(
-            operation=name, phase="after", now=now, tenant_id=None, pool_id=pool_id, model=model
-        )
+        late = faults.decide(state, outcome, name, "after", now, tenant_id=None, pool_id=pool_id, model=model)
         if late is not None:
-            outcome.fault = late
-            state.metrics.faults.labels(late.kind, name).inc()
             response = await faults.after(request, state, late, outcome, None, response)
         return await faults.shape_answer(request, outcome.fault, response)
 

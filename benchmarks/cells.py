@@ -8,7 +8,6 @@ only what an unprivileged nginx needs (a pid file, logs and temporary paths in a
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import string
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.processes import free_port, nginx_binary, stop
 from harness.target import MockProcess, Target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,16 +41,6 @@ http {{
   include {dir}/cells.conf;
 }}
 """
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def host_port(url: str) -> str:
@@ -86,7 +76,7 @@ def nginx(cells: Sequence[str], fanout: str, *, workers: int = 1) -> Iterator[st
             _wait_listening(port, process, lambda: Path(tmp, "error.log").read_text(errors="replace"))
             yield f"http://127.0.0.1:{port}"
         finally:
-            _stop(process)
+            stop(process)
 
 
 @dataclass(frozen=True)
@@ -136,7 +126,7 @@ def fanout_process(cells: Cells, *, timeout_s: float = 10.0) -> Iterator[str]:
                 raise RuntimeError(f"the fan-out did not start: {line!r} {log.read()[-500:]!r}")
             yield line.split()[4]
         finally:
-            _stop(process)
+            stop(process)
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], said: object) -> None:
@@ -148,16 +138,3 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], said: object) -
             raise RuntimeError(f"nginx exited: {said() if callable(said) else ''}")
         time.sleep(0.05)
     raise RuntimeError(f"nginx did not listen on {port} within {_START_S:g} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()

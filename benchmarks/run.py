@@ -64,6 +64,7 @@ from typing import Any
 import yaml
 
 from benchmarks.cells import CELLS_CONFIG, nginx, nginx_binary
+from benchmarks.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -81,12 +82,6 @@ CONFIGURED_MS = 100.0
 
 class BenchmarkError(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pin(cpu: int | None) -> list[str]:
@@ -148,12 +143,7 @@ def server(
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
         if log is not None:
             stderr.close()  # type: ignore[union-attr]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from benchmarks.processes import free_port, nginx_binary, stop
 from benchmarks.selftest.defects import Defect
 from mock_server.api.app import create_app
 from mock_server.config import default_config, parse_config
@@ -61,12 +61,6 @@ async def served_mock(defect: Defect | None = None, seed: int = 0) -> AsyncItera
             await runner.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 NGINX_CONF = """\
 daemon off;
 pid {dir}/nginx.pid;
@@ -100,11 +94,11 @@ http {{
 @contextlib.contextmanager
 def nginx_proxy(upstream: str) -> Iterator[str]:
     """nginx (Debian's package) forwarding everything to `upstream`; its URL. Raises when not installed."""
-    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
     with tempfile.TemporaryDirectory(prefix="selftest-nginx-") as tmp:
-        port = _free_port()
+        port = free_port()
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=tmp, port=port, upstream=upstream))
         process = subprocess.Popen([binary, "-c", str(conf), "-p", tmp], stderr=subprocess.PIPE)
@@ -118,8 +112,7 @@ def nginx_proxy(upstream: str) -> Iterator[str]:
                 time.sleep(0.05)
             yield f"http://127.0.0.1:{port}"
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            stop(process)
 
 
 async def wait_until_listening(url: str) -> None:

@@ -12,12 +12,15 @@ the clients by request count and a timeout). Sections:
 
 - inference: the mock's `POST /v1/inference` (manual clock, so nothing sleeps; requests validated,
   and again with responses validated too) against `benchmarks/minimal_server.py`, a bare aiohttp JSON
-  handler, driven by wrk.
+  handler, and `benchmarks/features_server.py`, the mock's per-request features without the
+  simulation (the floor), driven by wrk.
 - cycle: allocate → infer → release, chained by a wrk Lua script (`benchmarks/cycle.lua`), against
   the same minimal server's three routes.
 - accesslog: the inference path of the mock at its default log level (INFO: one access-log line per
   request, written to a file) against the same mock at WARNING (no access log); throughput and the
   server's CPU time per request (all its threads, from /proc), both as ratios.
+- realclock: server CPU per plain inference on the real clock (64 in flight on one allocation) against
+  the same requests on the manual clock.
 - timing: the mock on the real clock with a model whose inference takes exactly 100 ms, N inferences
   in flight at once (`benchmarks/timing_client.py`), |observed − 100 ms|; the baseline is the minimal
   server's inference route doing `await asyncio.sleep(0.1)`.
@@ -75,7 +78,7 @@ ALLOCATE_GEMMA: dict[str, object] = {
     "pool_id": "gpu-pool-2",
     "requirements": {"tflops": 5, "vram_mb": 2048, "model": "gemma-270m"},
 }
-SECTIONS = ("inference", "cycle", "accesslog", "timing", "scale", "locust", "prism", "batching", "cells")
+SECTIONS = ("inference", "cycle", "accesslog", "realclock", "timing", "scale", "locust", "prism", "batching", "cells")
 PRISM_VERSION = "5"
 CONFIGURED_MS = 100.0
 
@@ -229,6 +232,8 @@ class Comparison:
     subject_rps: list[float]
     bare_rps: list[float] = field(default_factory=list)
     """A second baseline, when there is one: the bare fixed-body handler of the same rounds."""
+    floor_rps: list[float] = field(default_factory=list)
+    """The features floor of the same rounds (`benchmarks/features_server.py`), when measured."""
 
     @property
     def ratios(self) -> list[float]:
@@ -237,6 +242,10 @@ class Comparison:
     @property
     def bare_ratios(self) -> list[float]:
         return [s / b for s, b in zip(self.subject_rps, self.bare_rps, strict=True)]
+
+    @property
+    def floor_ratios(self) -> list[float]:
+        return [s / f for s, f in zip(self.subject_rps, self.floor_rps, strict=True)]
 
     @property
     def median_ratio(self) -> float:
@@ -258,13 +267,15 @@ INFERENCE_ROWS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Comparison]:
     """Each row of INFERENCE_ROWS against the JSON-parsing minimal server (`baseline_rps`) and the bare
     fixed-body handler (`bare_rps`), round by round, every server up at once (idle ones cost nothing)."""
-    ports = [free_port() for _ in range(2 + len(INFERENCE_ROWS))]
+    ports = [free_port() for _ in range(3 + len(INFERENCE_ROWS))]
     rows = [Comparison(name, [], []) for name, _, _ in INFERENCE_ROWS]
     with tempfile.TemporaryDirectory() as logs, ExitStack() as stack:
         bare = stack.enter_context(server(["-m", "benchmarks.minimal_server", str(ports[0]), "--bare"], ports[0]))
         base = stack.enter_context(server(["-m", "benchmarks.minimal_server", str(ports[1])], ports[1]))
+        floor_argv = ["-m", "benchmarks.features_server", str(ports[2]), "--log"]
+        floor = stack.enter_context(server(floor_argv, ports[2], log=Path(logs) / "floor.log"))
         mocks = []
-        for port, (_, extra, logs_requests) in zip(ports[2:], INFERENCE_ROWS, strict=True):
+        for port, (_, extra, logs_requests) in zip(ports[3:], INFERENCE_ROWS, strict=True):
             argv = mock_argv(port, *extra, log_level="INFO" if logs_requests else "WARNING")
             mocks.append(stack.enter_context(server(argv, port, log=Path(logs) / f"{port}.log")))
         bodies = {}
@@ -282,16 +293,18 @@ def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Co
             }
         some_body = bodies[mocks[0]]
         # Warm every server up, so the first round measures neither import nor first-request costs.
-        for url in (bare, base):
+        for url in (bare, base, floor):
             wrk(url, "/v1/inference", some_body, 1, connections)
         for mock in mocks:
             wrk(mock, "/v1/inference", bodies[mock], 1, connections)
         for _ in range(rounds):
             bare_rps = wrk(bare, "/v1/inference", some_body, seconds, connections).rps
             base_rps = wrk(base, "/v1/inference", some_body, seconds, connections).rps
+            floor_rps = wrk(floor, "/v1/inference", some_body, seconds, connections).rps
             for row, mock in zip(rows, mocks, strict=True):
                 row.bare_rps.append(bare_rps)
                 row.baseline_rps.append(base_rps)
+                row.floor_rps.append(floor_rps)
                 row.subject_rps.append(wrk(mock, "/v1/inference", bodies[mock], seconds, connections).rps)
     return rows
 
@@ -311,16 +324,18 @@ def _cycles_per_s(url: str, seconds: int, connections: int, keys: list[str] | No
 
 
 def cycle_throughput(rounds: int, seconds: int, connections: int) -> Comparison:
-    base_port, mock_port = free_port(), free_port()
+    base_port, floor_port, mock_port = free_port(), free_port(), free_port()
     result = Comparison("allocate → infer → release (cycles/s)", [], [])
     with (
         server(["-m", "benchmarks.minimal_server", str(base_port)], base_port) as base,
+        server(["-m", "benchmarks.features_server", str(floor_port)], floor_port) as floor,
         server(mock_argv(mock_port), mock_port) as mock,
     ):
-        _cycles_per_s(base, 1, connections)
-        _cycles_per_s(mock, 1, connections)
+        for url in (base, floor, mock):
+            _cycles_per_s(url, 1, connections)
         for _ in range(rounds):
             result.baseline_rps.append(_cycles_per_s(base, seconds, connections))
+            result.floor_rps.append(_cycles_per_s(floor, seconds, connections))
             result.subject_rps.append(_cycles_per_s(mock, seconds, connections))
     return result
 
@@ -437,6 +452,76 @@ def access_log_cost(rounds: int, seconds: int, connections: int) -> AccessLogRes
     return result
 
 
+# ---- the real clock's cost ---------------------------------------------------------------------------
+
+# Plain answers of 64 tokens, 64 in flight on one allocation: a batch that changes at every arrival and
+# every end, as under a load test against the mock's default clock.
+REAL_CLOCK_CONNECTIONS = 64
+REAL_CLOCK_MAX_TOKENS = 64
+
+
+@dataclass
+class RealClockResult:
+    cpu_us_manual: list[float] = field(default_factory=list)
+    cpu_us_real: list[float] = field(default_factory=list)
+    rps_real: list[float] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [m / r for m, r in zip(self.cpu_us_manual, self.cpu_us_real, strict=True)]
+
+
+def real_clock_cost(rounds: int, seconds: int) -> RealClockResult:
+    """Server CPU per plain inference on the real clock (time scale 1: requests wait out their simulated
+    latency) against the same requests on the manual clock, in alternating rounds."""
+    manual_port, real_port = free_port(), free_port()
+    result = RealClockResult()
+    with (
+        server(mock_argv(manual_port), manual_port) as manual,
+        server(mock_argv(real_port, clock="real"), real_port) as real,
+    ):
+        bodies: dict[str, dict[str, object]] = {}
+        for url in (manual, real):
+            alloc = _post(url, "/v1/allocate", ALLOCATE_GEMMA)
+            bodies[url] = {
+                "allocation_id": alloc["allocation_id"],
+                "prompt": PROMPT,
+                "max_tokens": REAL_CLOCK_MAX_TOKENS,
+            }
+            wrk(url, "/v1/inference", bodies[url], 2, REAL_CLOCK_CONNECTIONS)
+        for _ in range(rounds):
+            _rps, cpu_us, _n = _timed_round(manual, bodies[manual], seconds, REAL_CLOCK_CONNECTIONS)
+            result.cpu_us_manual.append(cpu_us)
+            rps, cpu_us, _n = _timed_round(real, bodies[real], seconds, REAL_CLOCK_CONNECTIONS)
+            result.cpu_us_real.append(cpu_us)
+            result.rps_real.append(rps)
+    return result
+
+
+def _realclock_section(r: RealClockResult) -> list[str]:
+    return [
+        "## The real clock's cost per request",
+        "",
+        "The mock's default clock is the real one: each request waits out its simulated latency while others",
+        f"arrive and leave. {REAL_CLOCK_CONNECTIONS} connections send plain (not streamed) inferences of",
+        f"{REAL_CLOCK_MAX_TOKENS} tokens to one allocation (a batch of up to {REAL_CLOCK_CONNECTIONS} on one",
+        "engine), and the server's CPU time per request (all threads, /proc) is compared with the same",
+        "requests on the manual clock (answered at once), in alternating rounds. No target; what a load test",
+        "on the default clock costs the mock beyond the answer itself.",
+        "",
+        "| clock | server CPU µs per request (median) | per round |",
+        "|---|---|---|",
+        f"| manual | {_med(r.cpu_us_manual):.0f} | {', '.join(f'{x:.0f}' for x in r.cpu_us_manual)} |",
+        f"| real (at {_med(r.rps_real):.0f} req/s, latency-bound) | {_med(r.cpu_us_real):.0f} "
+        f"| {', '.join(f'{x:.0f}' for x in r.cpu_us_real)} |",
+        "",
+        f"Manual ÷ real: **{_med(r.ratios):.2f}**. A plain answer on the real clock naps until the soonest",
+        "it could end (`Engine.earliest_end_v`: exact within the running batch, then the shortest step per",
+        "token left) and is not woken by arrivals, which only delay it; a stream wakes per token.",
+        "",
+    ]
+
+
 # ---- timing fidelity -------------------------------------------------------------------------------
 
 TIMING_CONFIG: dict[str, Any] = {
@@ -488,6 +573,8 @@ class TimingRow:
     concurrency: int
     baseline_ms: list[float]
     mock_ms: list[float]
+    floor_ms: list[float] = field(default_factory=list)
+    """The features floor's (`benchmarks/features_server.py --sleep 0.1`), same bursts."""
 
     @staticmethod
     def _errors(latencies: list[float]) -> list[float]:
@@ -498,7 +585,8 @@ class TimingRow:
         return values[min(len(values) - 1, max(0, round(p * len(values)) - 1))]
 
     def pct(self, which: str, p: float) -> float:
-        return self._pct(self._errors(self.baseline_ms if which == "baseline" else self.mock_ms), p)
+        latencies = {"baseline": self.baseline_ms, "floor": self.floor_ms, "mock": self.mock_ms}[which]
+        return self._pct(self._errors(latencies), p)
 
 
 def _timing_client(port: int, allocation_id: str, concurrency: int, rounds: int) -> list[float]:
@@ -531,12 +619,13 @@ def _timing_client(port: int, allocation_id: str, concurrency: int, rounds: int)
 
 
 def timing_fidelity(levels: list[int], rounds: int) -> list[TimingRow]:
-    base_port, mock_port = free_port(), free_port()
+    base_port, floor_port, mock_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "timing.json"  # JSON is YAML
         config.write_text(json.dumps(TIMING_CONFIG))
         with (
             server(["-m", "benchmarks.minimal_server", str(base_port), "--sleep", "0.1"], base_port),
+            server(["-m", "benchmarks.features_server", str(floor_port), "--sleep", "0.1"], floor_port),
             server(mock_argv(mock_port, "--config", str(config), clock="real"), mock_port) as mock,
         ):
             alloc = _post(
@@ -552,6 +641,7 @@ def timing_fidelity(levels: list[int], rounds: int) -> list[TimingRow]:
                         n,
                         _timing_client(base_port, allocation_id, n, rounds),
                         _timing_client(mock_port, allocation_id, n, rounds),
+                        _timing_client(floor_port, allocation_id, n, rounds),
                     )
                 )
     return rows
@@ -766,6 +856,7 @@ class Results:
     inference: list[Comparison] = field(default_factory=list)
     cycle: Comparison | None = None
     accesslog: AccessLogResult | None = None
+    realclock: RealClockResult | None = None
     timing: list[TimingRow] = field(default_factory=list)
     scale: dict[str, Any] | None = None
     locust: LocustResult | None = None
@@ -788,23 +879,38 @@ def _inference_section(results: Results) -> list[str]:
         "## Inference path throughput against a bare and a minimal aiohttp handler",
         "",
         "The mock answers `POST /v1/inference` on the manual clock (nothing sleeps), validating each request",
-        "against the OpenAPI contract. Two baselines, measured in the same rounds: the bare handler",
+        "against the OpenAPI contract. Three baselines, measured in the same rounds: the bare handler",
         "(`benchmarks/minimal_server.py --bare`) answers a fixed JSON body without reading the request; the",
-        "minimal one parses the JSON body and answers a fixed document. Targets: with default settings, at",
-        "least 0.5× the bare handler; strict mode within 15 % of non-strict; without the access log, at",
-        "least 0.5× the minimal handler.",
+        "minimal one parses the JSON body and answers a fixed document; the features floor",
+        "(`benchmarks/features_server.py --log`) does what the mock does to every request except simulate",
+        "(auth, request id, journal, metrics, contract validation, JSON answer, access log), each the",
+        "cheapest way. Targets: with default settings, at least 0.5× the bare handler; strict mode within",
+        "15 % of non-strict; without the access log, at least 0.5× the minimal handler.",
         "",
-        "| mock settings | bare req/s | minimal req/s | mock req/s | per-round ratios to bare | to bare | to minimal |",
-        "|---|---|---|---|---|---|---|",
+        "| mock settings | bare req/s | minimal req/s | floor req/s | mock req/s | per-round ratios to bare "
+        "| to bare | to minimal | to floor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in results.inference:
         per_round = ", ".join(f"{r:.2f}" for r in c.bare_ratios)
         lines.append(
-            f"| {c.name} | {_med(c.bare_rps):.0f} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} "
-            f"| {per_round} | **{_med(c.bare_ratios):.2f}** | **{c.median_ratio:.2f}** |"
+            f"| {c.name} | {_med(c.bare_rps):.0f} | {_med(c.baseline_rps):.0f} | {_med(c.floor_rps):.0f} "
+            f"| {_med(c.subject_rps):.0f} | {per_round} | **{_med(c.bare_ratios):.2f}** "
+            f"| **{c.median_ratio:.2f}** | {_med(c.floor_ratios):.2f} |"
         )
-    lines += ["", *_inference_verdicts(results.inference), ""]
+    lines += ["", *_inference_verdicts(results.inference), *_floor_lines(results.inference[0]), ""]
     return lines
+
+
+def _floor_lines(default: Comparison) -> list[str]:
+    """What the features floor says about the bar against the bare handler."""
+    floor_to_bare = [f / b for f, b in zip(default.floor_rps, default.bare_rps, strict=True)]
+    return [
+        f"- The features floor itself, to the bare handler: **{_med(floor_to_bare):.2f}** (per round "
+        f"{', '.join(f'{r:.2f}' for r in floor_to_bare)}): the most a server with these features reaches",
+        "  on aiohttp. The mock's ratio to the floor (last column) is what its simulation and the rest of its",
+        "  own work cost on top.",
+    ]
 
 
 def _inference_verdicts(rows: list[Comparison]) -> list[str]:
@@ -842,10 +948,16 @@ def _cycle_section(c: Comparison, inference: list[Comparison]) -> list[str]:
         "is the minimal server's three routes (allocate answers a fresh id, release 204). No target of its",
         f"own; for reference the inference path's is a ratio of at least 0.5{reference}.",
         "",
-        "| path | baseline cycles/s (median) | mock cycles/s (median) | per-round ratios | median ratio |",
-        "|---|---|---|---|---|",
-        f"| {c.name} | {_med(c.baseline_rps):.0f} | {_med(c.subject_rps):.0f} | {_ratios(c)} "
-        f"| **{c.median_ratio:.2f}** |",
+        "The features floor (`benchmarks/features_server.py`, its three routes with the mock's per-request",
+        "features and nothing simulated) runs the same cycle in the same rounds.",
+        "",
+        "| path | baseline cycles/s (median) | floor cycles/s | mock cycles/s (median) | per-round ratios "
+        "| median ratio | floor to baseline | mock to floor |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {c.name} | {_med(c.baseline_rps):.0f} | {_med(c.floor_rps):.0f} | {_med(c.subject_rps):.0f} "
+        f"| {_ratios(c)} | **{c.median_ratio:.2f}** "
+        f"| {_med([f / b for f, b in zip(c.floor_rps, c.baseline_rps, strict=True)]):.2f} "
+        f"| {_med(c.floor_ratios):.2f} |",
         "",
         "What limits it: each cycle is three requests through the same aiohttp, validation and metrics",
         "machinery as the inference path, and the baseline's allocate and release are even cheaper than its",
@@ -905,9 +1017,12 @@ def _timing_section(rows: list[TimingRow], rounds: int) -> list[str]:
         + " and ".join(f"{ratio}× the baseline's at N = {n:,}" for n, ratio in TIMING_RATIO_TARGETS.items())
         + ".",
         "",
-        "| in flight (N) | baseline p50 / p99 (ms) | mock p50 / p99 (ms) | mock − baseline p99 (ms) "
-        "| p99 ratio | target |",
-        "|---|---|---|---|---|---|",
+        "The features floor (`benchmarks/features_server.py --sleep 0.1`: the mock's per-request features,",
+        "nothing simulated) answers the same bursts: its ratio is what those features alone cost here.",
+        "",
+        "| in flight (N) | baseline p50 / p99 (ms) | floor p50 / p99 (ms) | mock p50 / p99 (ms) "
+        "| mock − baseline p99 (ms) | floor p99 ratio | p99 ratio | target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         b50, b99 = row.pct("baseline", 0.5), row.pct("baseline", 0.99)
@@ -917,9 +1032,11 @@ def _timing_section(rows: list[TimingRow], rounds: int) -> list[str]:
         if row.concurrency in TIMING_RATIO_TARGETS:
             bar = TIMING_RATIO_TARGETS[row.concurrency]
             target = f"≤ {bar}×: " + ("met" if ratio <= bar else f"missed by {ratio - bar:.2f}")
+        f50, f99 = row.pct("floor", 0.5), row.pct("floor", 0.99)
+        floor_ratio = f99 / b99 if b99 else float("nan")
         lines.append(
-            f"| {row.concurrency:,} | {b50:.1f} / {b99:.1f} | {m50:.1f} / {m99:.1f} | {m99 - b99:+.1f} "
-            f"| {ratio:.2f} | {target} |"
+            f"| {row.concurrency:,} | {b50:.1f} / {b99:.1f} | {f50:.1f} / {f99:.1f} | {m50:.1f} / {m99:.1f} "
+            f"| {m99 - b99:+.1f} | {floor_ratio:.2f} | {ratio:.2f} | {target} |"
         )
     lines += [
         "",
@@ -1169,6 +1286,8 @@ def write_report(results: Results, args: argparse.Namespace) -> str:
         lines += _cycle_section(results.cycle, results.inference)
     if results.accesslog is not None:
         lines += _accesslog_section(results.accesslog)
+    if results.realclock is not None:
+        lines += _realclock_section(results.realclock)
     if results.timing:
         lines += _timing_section(results.timing, args.timing_rounds)
     if results.scale is not None:
@@ -1240,6 +1359,9 @@ def main(argv: list[str] | None = None) -> int:
     if "accesslog" in sections:
         with section("accesslog"):
             results.accesslog = access_log_cost(args.rounds, max(args.seconds, 5), args.connections)
+    if "realclock" in sections:
+        with section("realclock"):
+            results.realclock = real_clock_cost(args.rounds, max(args.seconds, 5))
     if "timing" in sections:
         with section("timing"):
             levels = [int(n) for n in args.timing_levels.split(",")]

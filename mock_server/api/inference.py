@@ -89,12 +89,14 @@ def on_end(state: ServerState, plan: InferencePlan) -> OnEnd:
     return _AS_DOCUMENTED
 
 
-async def _look_again(state: ServerState, plan: InferencePlan) -> None:
-    """Nap until the request's next token or end is due, or until its GPU changes."""
+async def _look_again(state: ServerState, plan: InferencePlan, *, every_token: bool = True) -> None:
+    """Nap until the request's next token or end is due, or until its GPU changes. A plain answer
+    (`every_token` False) has no use for its tokens one by one: it naps until it could end."""
     sim, clock = state.sim, state.clock
-    due = sim.inference_next_change(plan) - clock.now()
+    due = sim.inference_next_change(plan, every_token=every_token) - clock.now()
     real = clock.real_seconds(due) if math.isfinite(due) else _IDLE_LOOK_S
-    await state.waiters.nap(plan.allocation.gpu_id, min(max(real, 0.0), _IDLE_LOOK_S) if real > 0 else 0.0005)
+    nap = state.waiters.nap if every_token else state.waiters.nap_until_it_could_end
+    await nap(plan.allocation.gpu_id, min(max(real, 0.0), _IDLE_LOOK_S) if real > 0 else 0.0005)
 
 
 def _timeline(state: ServerState, plan: InferencePlan) -> Timeline:
@@ -127,7 +129,7 @@ async def _plain(request: web.Request, state: ServerState, plan: InferencePlan) 
                 break
             if not plan.allocation.active:
                 return await _ended_plain(request, state, plan)
-            await _look_again(state, plan)
+            await _look_again(state, plan, every_token=False)
         delivered = plan.completion_tokens
     finally:
         state.sim.finish_inference(plan, delivered)

@@ -181,8 +181,9 @@ class Simulator:
         self._entropy = entropy
         self.on_allocation_ended: list[Callable[[Allocation], None]] = []
         self.on_capacity_freed: list[Callable[[str], None]] = []
-        self.on_gpu_changed: list[Callable[[str], None]] = []
-        """Told a GPU's id when what runs on it changed (an inference started or stopped)."""
+        self.on_gpu_changed: list[Callable[[str, bool], None]] = []
+        """Told a GPU's id when what runs on it changed (an inference started or stopped), and whether only
+        a request's arrival changed it."""
         self.reset(seed)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -760,10 +761,11 @@ class Simulator:
         plan.timeline = self.serving.progress(plan.request, self.clock.now())
         return plan.timeline
 
-    def inference_next_change(self, plan: InferencePlan) -> float:
-        """When to look at the request again (simulated time): its next token or its end, as planned now."""
+    def inference_next_change(self, plan: InferencePlan, *, every_token: bool = True) -> float:
+        """When to look at the request again (simulated time): its next token or its end, as planned now
+        (without `every_token`: the next moment it could end, for an answer sent whole)."""
         assert plan.request is not None
-        return self.serving.next_change_t(plan.request)
+        return self.serving.next_change_t(plan.request, every_token=every_token)
 
     def project_inference(self, plan: InferencePlan) -> Timeline:
         """The request's whole future if nothing else arrives: what the manual clock reports at once."""
@@ -788,9 +790,9 @@ class Simulator:
             alloc.last_used_at = now
             self._push_lease(alloc)
 
-    def _gpu_changed(self, gpu_id: str) -> None:
+    def _gpu_changed(self, gpu_id: str, arrival: bool) -> None:
         for listener in self.on_gpu_changed:
-            listener(gpu_id)
+            listener(gpu_id, arrival)
 
     # ---- read-only views ---------------------------------------------------------------------------
 

@@ -39,3 +39,54 @@ async def test_the_bare_baseline_answers_its_fixed_body_without_reading_the_requ
     ):
         assert resp.status == 200
         assert await resp.json() == ANSWER
+
+
+async def test_the_features_floor_does_the_mocks_per_request_work_on_the_cycles_routes() -> None:
+    # The floor is only a floor if it really authenticates and validates: a request the mock refuses,
+    # it refuses too, and the cycle the mock answers, it answers alike.
+    from benchmarks import features_server
+
+    auth = {"Authorization": "Bearer dev-key"}
+    async with TestServer(features_server.build_app()) as server, aiohttp.ClientSession() as session:
+        url = server.make_url
+        allocate = {"pool_id": "gpu-pool-1", "requirements": {"tflops": 5, "vram_mb": 2048, "model": "gemma-270m"}}
+        async with session.post(url("/v1/allocate"), json=allocate) as resp:
+            assert resp.status == 401
+        async with session.post(url("/v1/allocate"), json={"pool_id": 7}, headers=auth) as resp:
+            assert resp.status == 400
+        async with session.post(url("/v1/allocate"), json=allocate, headers=auth) as resp:
+            assert resp.status == 201
+            allocation_id = (await resp.json())["allocation_id"]
+            assert resp.headers["X-Request-Id"].startswith("req_")
+        infer = {"allocation_id": allocation_id, "prompt": run.PROMPT, "max_tokens": 16, "temperature": 0.7}
+        async with session.post(url("/v1/inference"), json={**infer, "max_tokens": -1}, headers=auth) as resp:
+            assert resp.status == 400
+        async with session.post(url("/v1/inference"), json=infer, headers=auth) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["allocation_id"] == allocation_id
+        async with session.delete(url(f"/v1/allocate/{allocation_id}"), headers=auth) as resp:
+            assert resp.status == 204
+
+
+def test_the_report_shows_each_figure_against_the_features_floor() -> None:
+    rows = [
+        run.Comparison(name, [4000.0, 4400.0], [2000.0, 2400.0], [8000.0, 8800.0], [5000.0, 5200.0])
+        for name, _, _ in run.INFERENCE_ROWS
+    ]
+    inference = "\n".join(run._inference_section(run.Results(inference=rows)))
+    assert "| 5100 | 2200 |" in inference  # floor and mock medians side by side
+    assert "to the bare handler: **0.61**" in inference  # the floor's own: median of 5000/8000, 5200/8800
+    cycle = run.Comparison("cycle", [2000.0], [800.0], floor_rps=[1600.0])
+    assert "| **0.40** | 0.80 | 0.50 |" in "\n".join(run._cycle_section(cycle, rows))
+    timing = run.TimingRow(100, [110.0] * 100, [130.0] * 100, [120.0] * 100)
+    assert "| 10.0 / 10.0 | 20.0 / 20.0 | 30.0 / 30.0 | +20.0 | 2.00 | 3.00 |" in "\n".join(
+        run._timing_section([timing], 5)
+    )
+
+
+def test_the_report_shows_the_real_clocks_cost_against_the_manual_clocks() -> None:
+    result = run.RealClockResult([400.0, 420.0], [1800.0, 1900.0], [100.0, 98.0])
+    report = "\n".join(run._realclock_section(result))
+    assert "| manual | 410 | 400, 420 |" in report
+    assert "| real (at 99 req/s, latency-bound) | 1850 | 1800, 1900 |" in report
+    assert "Manual ÷ real: **0.22**" in report

@@ -205,6 +205,61 @@ def test_an_idle_neighbour_costs_nothing(make_serving: Any, clock: ManualClock, 
     assert _pair(make_serving, clock, {"contention": mode}, busy_neighbour=False) == pytest.approx(0.010)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("arrives_after_s", [None, 0.003, 0.05])
+def test_an_answer_sent_whole_is_looked_at_when_it_could_end_and_not_later(
+    make_sim: SimFactory, clock: ManualClock, noise: float, arrives_after_s: float | None
+) -> None:
+    # The real clock's plain answer naps until the soonest it could end, not once per token, and is not
+    # woken by arrivals (they only delay it): it must still see its end the moment it comes, with
+    # another request arriving mid-prefill or mid-decode, steps noisy or not.
+    spec = {**ON_THE_TEST_PROFILE, "tflops": 10.0, "output_tokens": {"median": 50, "sigma": 0.0}}
+    seen: list[tuple[Any, ...]] = []
+    looks = []
+    for every_token in (True, False):
+        sim = make_sim(
+            [{"gpus": 1, **INSTANT}],
+            models={"m": spec},
+            serving_profiles={"test-profile": {**PROFILE, "noise_sigma": noise}},
+        )
+        alloc = allocate(sim)
+        plan = start(sim, alloc, max_tokens=20)
+        began, other, count = clock.now(), None, 0
+        while (progress := sim.inference_progress(plan)).total_s is None:
+            due = sim.inference_next_change(plan, every_token=every_token)
+            if other is None and arrives_after_s is not None and due > began + arrives_after_s:
+                clock.advance(began + arrives_after_s - clock.now())
+                other = start(sim, alloc, max_tokens=30)
+                continue
+            clock.advance(max(0.0, due - clock.now()))
+            count += 1
+        assert progress.total_s is not None and plan.request is not None
+        ended_at = plan.request.tracked.finished_t
+        assert clock.now() == pytest.approx(ended_at, abs=1e-9)  # seen the moment it ended, not later
+        seen.append((progress.queue_s, progress.ttft_s, progress.total_s, progress.tokens))
+        looks.append(count)
+    assert seen[0] == pytest.approx(seen[1])  # the same answer either way
+    assert looks[0] == 20  # a look per token
+    assert looks[1] <= (1 if arrives_after_s is None and not noise else 6)
+
+
+@pytest.mark.parametrize("mode", ["spatial", "time_sliced", "temporal"])
+def test_a_gpu_runs_only_its_busy_engines_event_by_event(make_serving: Any, clock: ManualClock, mode: str) -> None:
+    # A GPU packed with allocations that wait between requests: each event of the busy one must not cost
+    # a step through every idle engine (a load test's allocate-infer-release cycle keeps dozens per GPU).
+    sim = make_serving({"contention": mode})
+    busy, *idle = [allocate(sim, tenant=t) for t in ("dev", "team-b", "dev", "team-b")]
+    (runtime,) = sim.serving.runtimes.values()
+    touched: list[str] = []
+    for alloc in idle:
+        engine = runtime.slots[alloc.allocation_id].engine
+        engine.advance_to = lambda v, who=alloc.allocation_id: touched.append(who)  # type: ignore[method-assign]
+    plans = [start(sim, busy, max_tokens=100)]
+    assert run(sim, clock, plans)[0].tpot_s == pytest.approx(0.010)
+    assert touched == []
+    assert runtime.live == {}
+
+
 @pytest.mark.parametrize(("mode", "factor"), [("spatial", 1.195), ("time_sliced", 2.2), ("temporal", 1.195)])
 def test_a_busy_neighbour_slows_by_the_pools_sharing_mode(
     make_serving: Any, clock: ManualClock, mode: str, factor: float
@@ -431,7 +486,9 @@ def _gpu_state(sim: Simulator) -> list[object]:
             if run is None
             else [run.start_v, run.first_s, run.growth_s, run.count, len(run.decoding), len(run.prefill), prefilled]
         )
-        state += [slot.speed, slot.t0, slot.v0, e.v, e.steps, e.kv_used, e.memory_slowdown, *shape]
+        # An idle slot's clocks are read off its linear map (gpu.py: only live slots are advanced).
+        engine_v = e.v if key in runtime.live else -1.0
+        state += [slot.speed, slot.v_at(runtime.t), engine_v, e.steps, e.kv_used, e.memory_slowdown, *shape]
         state += [len(e.running), len(e.waiting)]
     return state
 

@@ -237,6 +237,24 @@ class Engine:
             return run.end_of(min(run.count, k + 1))
         return None
 
+    def earliest_end_v(self, seq: Sequence) -> float | None:
+        """The soonest `seq` could end (None: nothing is scheduled). Exact within the current run, then
+        at least the shortest decode step per token left: no step is shorter (noise and slowdowns are
+        factors ≥ 1, a larger batch steps slower), and what arrives later only delays it."""
+        if seq.finished_v is not None:
+            return seq.finished_v
+        run = self.run
+        if run is None:
+            return None
+        left = max(1, seq.output_tokens - seq.generated)
+        shortest = self.cost.decode_s[0]
+        if any(s is seq for s in run.decoding):
+            if left <= run.count:
+                return run.end_of(left)
+            return run.end_v + (left - run.count) * shortest
+        # Waiting or prefilling: its first token comes at the end of this run at the soonest.
+        return run.end_v + (left - 1) * shortest
+
     def advance_to(self, v: float) -> None:
         """Let every step that ends by virtual time `v` happen."""
         while self.run is not None and self.run.end_v <= v + EPS:

@@ -17,6 +17,11 @@ its neighbours nothing — and the pool's sharing mode:
 Events are processed in time order: an engine's run ending, a quantum ending. Between events every
 speed is constant, so virtual and simulated time map linearly. Sequences get their simulated times
 (`admitted_t`, `first_token_t`, `finished_t`) as the engine reaches them.
+
+Only *live* slots (an engine with work or a step in flight, or requests not yet stamped) are advanced
+event by event; an idle slot's virtual clock is read off its linear map when it is next needed (its
+speed only changes through `_reshare`, which rebases it first). A GPU packed with allocations that
+mostly wait between requests so costs per event what its busy engines cost, not what all of them do.
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ class GpuRuntime:
     def __init__(self, sharing: Sharing) -> None:
         self.sharing = sharing
         self.slots: dict[str, _Slot] = {}
+        self.live: dict[str, _Slot] = {}
+        """The slots that may change on their own or have requests to stamp (see the module's doc)."""
+        self._active_now: list[str] = []
+        """The busy engines' keys as the last `_reshare` saw them."""
+        self._vram_mb = 0.0
         self.t = 0.0
         self.resident: str | None = None
         """Temporal mode: the allocation whose context is on the GPU now."""
@@ -86,7 +96,9 @@ class GpuRuntime:
 
     def add(self, key: str, engine: Engine, vram_mb: float, t: float) -> None:
         self.sync(t)
-        self.slots[key] = _Slot(engine, vram_mb, t0=t, v0=engine.v)
+        self.slots[key] = slot = _Slot(engine, vram_mb, t0=t, v0=engine.v)
+        self._vram_mb += vram_mb
+        self._note(key, slot)
         self._reshare(t)
 
     def remove(self, key: str, t: float) -> list[Tracked]:
@@ -95,6 +107,8 @@ class GpuRuntime:
         slot = self.slots.pop(key, None)
         if slot is None:
             return []
+        self.live.pop(key, None)
+        self._vram_mb -= slot.vram_mb
         if self.resident == key:
             self.resident, self.slice_end_t = None, _INF
         self._reshare(t)
@@ -112,26 +126,31 @@ class GpuRuntime:
         was_busy = slot.engine.busy
         slot.engine.submit(seq, slot.v_at(t))
         slot.tracked[seq.seq_id] = tracked
+        self._note(key, slot)
         if not was_busy:
             self._reshare(t)
         return tracked
 
-    def cancel(self, key: str, tracked: Tracked, t: float) -> None:
+    def cancel(self, key: str, tracked: Tracked, t: float) -> bool:
+        """The request leaves its engine (False: it had already finished, or its engine is gone, and
+        nothing changed)."""
         self.sync(t)
         slot = self.slots.get(key)
         if slot is None or tracked.finished_t is not None:
-            return
+            return False
         slot.engine.cancel(tracked.seq, slot.v_at(t))
         tracked.finished_t = t
         slot.tracked.pop(tracked.seq.seq_id, None)
+        self._note(key, slot)
         if not slot.engine.busy:
             self._reshare(t)
+        return True
 
     # ---- time ---------------------------------------------------------------------------------------
 
     def next_event_t(self) -> float:
         """When something next happens on this GPU of its own accord (inf: nothing will)."""
-        events = [slot.t_at(v) for slot in self.slots.values() if (v := slot.engine.next_event_v()) is not None]
+        events = [slot.t_at(v) for slot in self.live.values() if (v := slot.engine.next_event_v()) is not None]
         if self.sharing.mode == "temporal" and self._oversubscribed():
             events += [self.slice_end_t, self.swap_end_t if self.swap_end_t > self.t else _INF]
         return min(events, default=_INF)
@@ -143,16 +162,27 @@ class GpuRuntime:
             if at > t:
                 break
             self._advance(max(at, self.t))
-            self._reshare(self.t)
+            # A run ending changes the sharing only if an engine went idle (or a quantum ended).
+            if self._active() != self._active_now or self._timeshared():
+                self._reshare(self.t)
         self._advance(max(t, self.t))
 
     def _advance(self, t: float) -> None:
-        for slot in self.slots.values():
+        for key, slot in list(self.live.items()):
             v = slot.v_at(t)
             slot.engine.advance_to(v)
             self._stamp(slot, t)
             slot.t0, slot.v0 = t, v
+            self._note(key, slot)
         self.t = t
+
+    def _note(self, key: str, slot: _Slot) -> None:
+        """Keep `live` true for one slot after something happened to it."""
+        engine = slot.engine
+        if engine.run is not None or engine.busy or slot.tracked:
+            self.live[key] = slot
+        else:
+            self.live.pop(key, None)
 
     def _stamp(self, slot: _Slot, t: float) -> None:
         """Give newly reached moments of the slot's sequences their simulated times (speed was constant
@@ -168,31 +198,43 @@ class GpuRuntime:
                 del slot.tracked[seq.seq_id]
 
     def _active(self) -> list[str]:
-        return [key for key, slot in self.slots.items() if slot.engine.busy]
+        return [key for key, slot in self.live.items() if slot.engine.busy]
 
     def _oversubscribed(self) -> bool:
-        return sum(s.vram_mb for s in self.slots.values()) > self.sharing.vram_mb
+        return self._vram_mb > self.sharing.vram_mb
+
+    def _timeshared(self) -> bool:
+        """Temporal mode taking turns: a quantum's end or a swap's changes the speeds on its own."""
+        return self.sharing.mode == "temporal" and len(self._active_now) > 1 and self._oversubscribed()
 
     def _reshare(self, t: float) -> None:
         """New speeds from now on, after the set of active engines (or the quantum) changed."""
         active = self._active()
         k = len(active)
         sharing = self.sharing
-        speeds: dict[str, float] = dict.fromkeys(self.slots, 1.0)
+        temporal = sharing.mode == "temporal" and k > 1 and self._oversubscribed()
+        speeds: dict[str, float] | None = None
+        """Per slot (temporal turns); None: every slot at `uniform`."""
+        uniform = 1.0
         memory = 1.0
-        if sharing.mode == "temporal" and self._oversubscribed() and k > 1:
+        if temporal:
             speeds = self._temporal(active, t)
         elif sharing.mode in ("temporal", "spatial"):
             # Side by side (MPS): the engines' memory-bound decode shares the GPU's bandwidth.
             memory = 1.0 + sharing.interference * max(0, k - 1)
         elif sharing.mode == "time_sliced" and k > 1:
-            speeds = dict.fromkeys(self.slots, 1.0 / (k * (1.0 + sharing.switch_overhead)))
-        if not (sharing.mode == "temporal" and self._oversubscribed() and k > 1):
+            uniform = 1.0 / (k * (1.0 + sharing.switch_overhead))
+        if not temporal:
             self.resident, self.slice_end_t = None, _INF
+        self._active_now = active
         for key, slot in self.slots.items():
+            speed = uniform if speeds is None else speeds[key]
+            # A slot whose speed and slowdown stay as they are keeps its linear map (no rebase needed).
+            if speed == slot.speed and memory == slot.engine.memory_slowdown:
+                continue
             if slot.t0 != t:
                 slot.v0, slot.t0 = slot.v_at(t), t
-            slot.speed = speeds[key]
+            slot.speed = speed
             slot.engine.set_memory_slowdown(memory, slot.v0)
 
     def _temporal(self, active: list[str], t: float) -> dict[str, float]:
@@ -237,7 +279,7 @@ class GpuRuntime:
         requests end (an engine alone runs at full speed in every mode, and nothing else has work to
         start), so its virtual clock maps to simulated time linearly from now on."""
         slot = self.slots[key]
-        return slot.speed > 0 and all(s is slot or not s.engine.busy for s in self.slots.values())
+        return slot.speed > 0 and all(s is slot or not s.engine.busy for s in self.live.values())
 
     def _project_alone(self, key: str, tracked: Tracked, horizon_s: float) -> Tracked:
         """`project` for an engine that runs alone (the common case: the request path of the manual
@@ -277,7 +319,11 @@ class GpuRuntime:
                 for sid, tr in slot.tracked.items()
                 if id(tr.seq) in copies
             }
-            ghost.slots[key] = _Slot(engine, slot.vram_mb, slot.speed, slot.t0, slot.v0, tracked)
+            ghost.slots[key] = copy = _Slot(engine, slot.vram_mb, slot.speed, slot.t0, slot.v0, tracked)
+            if key in self.live:
+                ghost.live[key] = copy
+        ghost._active_now = list(self._active_now)
+        ghost._vram_mb = self._vram_mb
         return ghost
 
     def next_token_t(self, key: str, tracked: Tracked) -> float:
@@ -288,6 +334,18 @@ class GpuRuntime:
         v = slot.engine.next_token_v(tracked.seq)
         return _INF if v is None else slot.t_at(v)
 
+    def earliest_end_t(self, key: str, tracked: Tracked) -> float:
+        """The soonest the request could end (inf: not scheduled yet), in simulated time. Its slot is
+        taken at full speed from now on (a co-tenant idling can speed it up, never beyond 1), so only a
+        request leaving its engine early can make it end sooner than this."""
+        if tracked.finished_t is not None:
+            return tracked.finished_t
+        slot = self.slots.get(key)
+        v = None if slot is None else slot.engine.earliest_end_v(tracked.seq)
+        if slot is None or v is None:
+            return _INF
+        return self.t + max(0.0, v - slot.v_at(self.t))
+
     def tracked(self) -> Iterator[Tracked]:
-        for slot in self.slots.values():
+        for slot in self.live.values():
             yield from slot.tracked.values()

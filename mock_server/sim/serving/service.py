@@ -78,7 +78,7 @@ def sharing(pool: PoolConfig) -> Sharing:
 
 
 class Serving:
-    def __init__(self, config: MockConfig, seed: int, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(self, config: MockConfig, seed: int, on_change: Callable[[str, bool], None] | None = None) -> None:
         self.config = config
         self.seed = seed
         self.on_change = on_change
@@ -146,7 +146,7 @@ class Serving:
         runtime = self.runtimes[gpu_id]
         seq = Sequence(next(self._ids), prompt_tokens, max(1, output_tokens), 0.0)
         tracked = runtime.submit(allocation_id, seq, t)
-        self._changed(gpu_id)
+        self._changed(gpu_id, arrival=True)
         return Request(allocation_id, gpu_id, tracked, overhead_s)
 
     def answer_at_once(
@@ -168,7 +168,7 @@ class Serving:
         # What the submit would set for an engine alone on its GPU: full speed, no co-tenant slowdown.
         # Idle is not enough: a request cancelled mid-step leaves its (empty) step running, and the next
         # one waits for it (queue time, the next step's noise).
-        idle = all(s.engine.run is None and not s.engine.busy for s in runtime.slots.values())
+        idle = not runtime.live
         alone = idle and slot.speed == 1.0 and engine.memory_slowdown == 1.0
         key = (engine.steps, prompt_tokens, output_tokens, overhead_s)
         known = engine.answers.get(key) if alone else None
@@ -185,8 +185,9 @@ class Serving:
 
     def cancel(self, request: Request, t: float) -> None:
         runtime = self.runtimes.get(request.gpu_id)
-        if runtime is not None:
-            runtime.cancel(request.allocation_id, request.tracked, t)
+        # A request that finished changes nothing by leaving: the engine already went on without it, and
+        # the GPU's other waiters need not look again (under load, every answer woke all of them).
+        if runtime is not None and runtime.cancel(request.allocation_id, request.tracked, t):
             self._changed(request.gpu_id)
 
     def sync(self, gpu_id: str, t: float) -> None:
@@ -208,11 +209,15 @@ class Serving:
         self.sync(request.gpu_id, t)
         return _timeline(request.tracked, request.overhead_s)
 
-    def next_change_t(self, request: Request) -> float:
-        """When the request's next token (or its end) is due if nothing else arrives."""
+    def next_change_t(self, request: Request, *, every_token: bool = True) -> float:
+        """When the request's next token (or its end) is due if nothing else arrives. Without
+        `every_token`, the soonest it could end whatever arrives (`GpuRuntime.earliest_end_t`): an answer
+        sent whole need not look at each token, nor again when another request arrives."""
         runtime = self.runtimes.get(request.gpu_id)
         if runtime is None:
             return float("inf")
+        if not every_token:
+            return runtime.earliest_end_t(request.allocation_id, request.tracked)
         return min(runtime.next_token_t(request.allocation_id, request.tracked), runtime.next_event_t())
 
     def project(self, request: Request) -> Timeline:
@@ -222,9 +227,11 @@ class Serving:
             return _timeline(request.tracked, request.overhead_s)
         return _timeline(runtime.project(request.allocation_id, request.tracked), request.overhead_s)
 
-    def _changed(self, gpu_id: str) -> None:
+    def _changed(self, gpu_id: str, *, arrival: bool = False) -> None:
+        """Tell the listener what runs on the GPU changed; `arrival`: only by a request coming (which
+        delays the others, never hastens them)."""
         if self.on_change is not None:
-            self.on_change(gpu_id)
+            self.on_change(gpu_id, arrival)
 
 
 def _timeline(tracked: Tracked, overhead_s: float) -> Timeline:

@@ -1,9 +1,10 @@
 """Serving one inference over HTTP, plain or streamed, at the pace of its model server.
 
-On the real (scaled) clock the handler waits for its request on the simulated model server: it naps
-until the next token (or the end) is due, and wakes early when what runs on the GPU changes — so a
-request's inter-token time changes as the batch changes, as on a real server. Tokens due by the time it
-wakes are written together, so a stream keeps its pace on the wire whatever the time scale. On the
+On the real (scaled) clock the handler waits for its request on the simulated model server: a stream
+naps until its next token is due, a plain answer until the soonest it could end, and each wakes early
+when a request leaves its GPU (arrivals only delay it) and looks again — so a request's inter-token
+time changes as the batch changes, as on a real server. Tokens due by the time it wakes are written
+together, so a stream keeps its pace on the wire whatever the time scale. On the
 manual clock nothing waits: the request's whole future, as the server would run it if nothing else
 arrived, is answered at once.
 
@@ -95,8 +96,7 @@ async def _look_again(state: ServerState, plan: InferencePlan, *, every_token: b
     sim, clock = state.sim, state.clock
     due = sim.inference_next_change(plan, every_token=every_token) - clock.now()
     real = clock.real_seconds(due) if math.isfinite(due) else _IDLE_LOOK_S
-    nap = state.waiters.nap if every_token else state.waiters.nap_until_it_could_end
-    await nap(plan.allocation.gpu_id, min(max(real, 0.0), _IDLE_LOOK_S) if real > 0 else 0.0005)
+    await state.waiters.nap(plan.allocation.gpu_id, min(max(real, 0.0), _IDLE_LOOK_S) if real > 0 else 0.0005)
 
 
 def _timeline(state: ServerState, plan: InferencePlan) -> Timeline:

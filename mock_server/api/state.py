@@ -31,8 +31,6 @@ class Waiters:
     def __init__(self, sim: Simulator) -> None:
         self._changed = asyncio.Event()
         self._nappers: Sleepers = {}
-        self._enders: Sleepers = {}
-        """Nappers waiting for their answer's end: not woken by arrivals (`nap_until_it_could_end`)."""
         self._until_end: Sleepers = {}
         self.waiting = 0
         """Requests waiting for a change right now (queued allocates)."""
@@ -55,11 +53,13 @@ class Waiters:
             self.waiting -= 1
 
     def gpu_changed(self, gpu_id: str, arrival: bool = False) -> None:
-        """What runs on a GPU changed (a request came or went, an allocation ended): its nappers look again
-        (those waiting for their answer's end only if it was not an arrival: arrivals delay it)."""
-        _wake_all(self._nappers, gpu_id)
+        """What runs on a GPU changed (a request left, an allocation ended): its nappers look again. Not on
+        an arrival: a request coming only delays the others (a larger batch, a prefill step, a co-tenant
+        slowing or taking turns; the step under way ends as planned), so a napper's wake-up, set for the
+        soonest its next token or its end could come, is still not late. Under load that spares every
+        request in flight a look at each arrival."""
         if not arrival:
-            _wake_all(self._enders, gpu_id)
+            _wake_all(self._nappers, gpu_id)
 
     def _allocation_ended(self, alloc: Allocation) -> None:
         self.gpu_changed(alloc.gpu_id)
@@ -73,12 +73,6 @@ class Waiters:
     async def nap(self, gpu_id: str, real_seconds: float) -> None:
         """Sleep `real_seconds`, or less if what runs on the GPU changes (one future and one timer: no task)."""
         await _sleep_unless_woken(self._nappers, gpu_id, real_seconds)
-
-    async def nap_until_it_could_end(self, gpu_id: str, real_seconds: float) -> None:
-        """`nap`, for a request waiting only for its end, `real_seconds` being the soonest it could come:
-        another request arriving only delays it, so only other changes wake it early. Under load that
-        spares every plain answer in flight a look at each arrival."""
-        await _sleep_unless_woken(self._enders, gpu_id, real_seconds)
 
 
 Sleepers = dict[str, set[asyncio.Future[None]]]

@@ -56,6 +56,10 @@ class _Slot:
     t0: float = 0.0
     v0: float = 0.0
     tracked: dict[int, Tracked] = field(default_factory=dict)
+    stamped: int = -1
+    """The engine's step count when its sequences were last stamped (-1: a request came or went since).
+    Sequences only reach a moment at a step or when one comes or goes, so until then there is nothing
+    to stamp: a GPU looked at between steps (a stream per request, under load) costs no walk of them."""
 
     def v_at(self, t: float) -> float:
         return self.v0 + self.speed * (t - self.t0)
@@ -126,6 +130,7 @@ class GpuRuntime:
         was_busy = slot.engine.busy
         slot.engine.submit(seq, slot.v_at(t))
         slot.tracked[seq.seq_id] = tracked
+        slot.stamped = -1
         self._note(key, slot)
         if not was_busy:
             self._reshare(t)
@@ -141,6 +146,7 @@ class GpuRuntime:
         slot.engine.cancel(tracked.seq, slot.v_at(t))
         tracked.finished_t = t
         slot.tracked.pop(tracked.seq.seq_id, None)
+        slot.stamped = -1
         self._note(key, slot)
         if not slot.engine.busy:
             self._reshare(t)
@@ -148,9 +154,14 @@ class GpuRuntime:
 
     # ---- time ---------------------------------------------------------------------------------------
 
-    def next_event_t(self) -> float:
-        """When something next happens on this GPU of its own accord (inf: nothing will)."""
-        events = [slot.t_at(v) for slot in self.live.values() if (v := slot.engine.next_event_v()) is not None]
+    def next_event_t(self, excluding: str | None = None) -> float:
+        """When something next happens on this GPU of its own accord (inf: nothing will); `excluding`:
+        but on that slot's engine."""
+        events = [
+            slot.t_at(v)
+            for key, slot in self.live.items()
+            if key != excluding and (v := slot.engine.next_event_v()) is not None
+        ]
         if self.sharing.mode == "temporal" and self._oversubscribed():
             events += [self.slice_end_t, self.swap_end_t if self.swap_end_t > self.t else _INF]
         return min(events, default=_INF)
@@ -170,8 +181,11 @@ class GpuRuntime:
     def _advance(self, t: float) -> None:
         for key, slot in list(self.live.items()):
             v = slot.v_at(t)
-            slot.engine.advance_to(v)
-            self._stamp(slot, t)
+            engine = slot.engine
+            engine.advance_to(v)
+            if engine.steps != slot.stamped:
+                self._stamp(slot, t)
+                slot.stamped = engine.steps
             slot.t0, slot.v0 = t, v
             self._note(key, slot)
         self.t = t
@@ -319,7 +333,7 @@ class GpuRuntime:
                 for sid, tr in slot.tracked.items()
                 if id(tr.seq) in copies
             }
-            ghost.slots[key] = copy = _Slot(engine, slot.vram_mb, slot.speed, slot.t0, slot.v0, tracked)
+            ghost.slots[key] = copy = _Slot(engine, slot.vram_mb, slot.speed, slot.t0, slot.v0, tracked, slot.stamped)
             if key in self.live:
                 ghost.live[key] = copy
         ghost._active_now = list(self._active_now)
@@ -335,16 +349,17 @@ class GpuRuntime:
         return _INF if v is None else slot.t_at(v)
 
     def earliest_end_t(self, key: str, tracked: Tracked) -> float:
-        """The soonest the request could end (inf: not scheduled yet), in simulated time. Its slot is
-        taken at full speed from now on (a co-tenant idling can speed it up, never beyond 1), so only a
-        request leaving its engine early can make it end sooner than this."""
+        """The soonest the request could end (inf: not scheduled yet), in simulated time, unless a request
+        leaves the GPU before: until another engine's next event (or a quantum's end) the GPU is shared
+        as it is now, and that event may speed this slot up (an engine going idle), so this is never
+        later than it."""
         if tracked.finished_t is not None:
             return tracked.finished_t
         slot = self.slots.get(key)
         v = None if slot is None else slot.engine.earliest_end_v(tracked.seq)
         if slot is None or v is None:
             return _INF
-        return self.t + max(0.0, v - slot.v_at(self.t))
+        return min(slot.t_at(v), self.next_event_t(excluding=key))
 
     def tracked(self) -> Iterator[Tracked]:
         for slot in self.live.values():

@@ -5,11 +5,16 @@ as `benchmarks/minimal_server.py` (allocate, infer, release), each doing what th
 request *except* simulate, each the cheapest way this project knows:
 
 - a bearer key looked up in a dict (the mock: `inputs.authenticate`);
-- a request id, sent back in `X-Request-Id`, and a journal entry kept in a bounded deque;
-- a prometheus-client counter and histogram observed per request (the mock: its own cheaper collectors);
+- a request id (the client's `X-Request-Id` if well formed, as the mock takes it), sent back, and a
+  journal entry kept in a bounded deque;
+- the mock's own metric collectors (`mock_server.api.metrics`): a request counted and timed, and an
+  inference's tokens, time to first token and latency observed, as the mock does;
 - the body parsed with orjson and validated by the mock's own compiled contract (jsonschema-rs);
 - the answer rendered with orjson;
 - with `--log`, the mock's access log line (`mock_server.logs.AccessLog`, buffered, written by a thread).
+
+Left out, being the mock's own work rather than serving features: the simulation, fault rules, the
+dashboard's latency window, strict-mode response checks.
 
 `make bench` measures the mock against it: the mock's ratio to this server is what its simulation
 and the rest of its own work cost, over and above serving the same features at all; this server's
@@ -30,10 +35,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from benchmarks.minimal_server import ANSWER
 from mock_server.api.contract import Contract
+from mock_server.api.metrics import E2E_BUCKETS, HTTP_BUCKETS, TTFT_BUCKETS, _Counts, _Histograms
+from mock_server.api.state import _CLIENT_REQUEST_ID
 from mock_server.logs import AccessLog, configure_logging
 
 KEYS = {"dev-key": "dev"}
@@ -45,22 +51,26 @@ def build_app(sleep_s: float = 0.0) -> web.Application:
     schemas = {name: contract.operations[name].body for name in ("createAllocation", "createInference")}
     ids, allocation_ids = itertools.count(1), itertools.count(1)
     journal: collections.deque[tuple[str, str, str, int]] = collections.deque(maxlen=JOURNAL_SIZE)
-    registry = CollectorRegistry()
-    requests = Counter("requests", "Requests answered", ["operation", "status"], registry=registry)
-    latency = Histogram("request_seconds", "Time to answer", ["operation"], registry=registry)
+    # The mock's collectors (plain numbers, exposed at scrape time): the cheapest counting there is here.
+    requests = _Counts("requests", "Requests answered", ["operation", "status"])
+    latency = _Histograms("request_seconds", "Time to answer", ["operation"], HTTP_BUCKETS)
+    tokens = _Counts("tokens", "Tokens", ["model", "kind"])
+    ttft = _Histograms("ttft_seconds", "Time to first token", ["model"], TTFT_BUCKETS)
+    e2e = _Histograms("e2e_seconds", "Latency", ["model"], E2E_BUCKETS)
 
     @web.middleware
     async def features(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = f"req_{next(ids):016x}"
+        sent = request.headers.get("X-Request-Id")
+        request_id = sent if sent is not None and _CLIENT_REQUEST_ID.match(sent) else f"req_{next(ids):016x}"
         if KEYS.get(request.headers.get("Authorization", "")[7:]) is None:
             raise web.HTTPUnauthorized()
         response = await handler(request)
         response.headers["X-Request-Id"] = request_id
         operation = request.match_info.route.name or ""
         journal.append((request_id, request.method, request.path, response.status))
-        requests.labels(operation, str(response.status)).inc()
-        latency.labels(operation).observe(time.perf_counter() - started)
+        requests.inc((operation, str(response.status)))
+        latency.observe((operation,), time.perf_counter() - started)
         return response
 
     async def valid_body(request: web.Request, operation: str) -> Any:
@@ -73,10 +83,18 @@ def build_app(sleep_s: float = 0.0) -> web.Application:
     def json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
+    usage: Any = ANSWER["usage"]
+    timings: Any = ANSWER["timings"]
+    model = str(ANSWER["model"])
+
     async def inference(request: web.Request) -> web.Response:
         body = await valid_body(request, "createInference")
         if sleep_s:
             await asyncio.sleep(sleep_s)
+        tokens.inc((model, "prompt"), usage["prompt_tokens"])
+        tokens.inc((model, "completion"), usage["completion_tokens"])
+        ttft.observe((model,), timings["ttft_ms"] / 1000)
+        e2e.observe((model,), timings["total_ms"] / 1000)
         return json({**ANSWER, "allocation_id": body["allocation_id"]})
 
     async def allocate(request: web.Request) -> web.Response:

@@ -47,6 +47,18 @@ class StepCost:
         if len(self.batch) != len(self.decode_s):
             raise ValueError("one decode step time per batch size")
 
+    @property
+    def shortest_step_s(self) -> float:
+        """No step that makes a token is shorter (noise and slowdowns are factors ≥ 1; a step that only
+        prefills makes one when a preempted sequence's re-prefill completes)."""
+        shortest = min(self.decode_s)
+        return shortest if self.prefill_step_s is None else min(shortest, self.prefill_step_s)
+
+    @property
+    def monotone(self) -> bool:
+        """Whether a larger batch never steps faster (true of every measured profile)."""
+        return all(a <= b for a, b in zip(self.decode_s, self.decode_s[1:], strict=False))
+
     def decode(self, n: int) -> float:
         """Step time with `n` sequences decoding, linear between grid points and beyond the last two."""
         n = max(1, n)

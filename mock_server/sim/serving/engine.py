@@ -105,6 +105,9 @@ class Run:
     count: int
     decoding: list[Sequence]
     prefill: list[tuple[Sequence, int]] = field(default_factory=list)
+    factor: float = 1.0
+    """What its steps were multiplied by (noise, co-tenants' slowdown): both factors ≥ 1, drawn afresh
+    when the run is cut and planned again, so its steps without them are the fastest a re-plan gives."""
 
     def end_of(self, steps: int) -> float:
         """The virtual time at which its `steps`-th step ends."""
@@ -238,22 +241,27 @@ class Engine:
         return None
 
     def earliest_end_v(self, seq: Sequence) -> float | None:
-        """The soonest `seq` could end (None: nothing is scheduled). Exact within the current run, then
-        at least the shortest decode step per token left: no step is shorter (noise and slowdowns are
-        factors ≥ 1, a larger batch steps slower), and what arrives later only delays it."""
+        """The soonest `seq` could end, whatever arrives (None: nothing is scheduled). The step under way
+        ends as planned; the rest of the run may be cut and planned again (an arrival, a co-tenant),
+        with other noise and slowdown but a batch no smaller, so its steps take at least their time
+        without those factors (on a profile whose step time does not fall as the batch grows); every
+        token beyond takes at least the shortest step there is."""
         if seq.finished_v is not None:
             return seq.finished_v
         run = self.run
         if run is None:
             return None
         left = max(1, seq.output_tokens - seq.generated)
-        shortest = self.cost.decode_s[0]
-        if any(s is seq for s in run.decoding):
-            if left <= run.count:
-                return run.end_of(left)
-            return run.end_v + (left - run.count) * shortest
-        # Waiting or prefilling: its first token comes at the end of this run at the soonest.
-        return run.end_v + (left - 1) * shortest
+        shortest = self.cost.shortest_step_s
+        done = run.steps_done_by(self.v)
+        step_end = run.end_of(min(run.count, done + 1))
+        if not any(s is seq for s in run.decoding):
+            # Waiting or prefilling: its first token comes at the end of this step at the soonest.
+            return step_end + (left - 1) * shortest
+        in_run = min(left, run.count - done)
+        planned = run.end_of(done + in_run) - step_end
+        rest = planned / run.factor if self.cost.monotone else (in_run - 1) * shortest
+        return step_end + rest + (left - in_run) * shortest
 
     def advance_to(self, v: float) -> None:
         """Let every step that ends by virtual time `v` happen."""
@@ -383,7 +391,7 @@ class Engine:
         count = max(1, min(left, room)) if room > 0 else 1
         first = self.cost.step_s(n, kv, 0, 0, self.memory_slowdown) * noise
         growth = self.cost.kv_growth_s(n, self.memory_slowdown) * noise
-        self.run = Run(v, first, growth, count, decoding)
+        self.run = Run(v, first, growth, count, decoding, factor=noise * self.memory_slowdown)
 
     # ---- looking ahead ------------------------------------------------------------------------------
 
@@ -488,6 +496,7 @@ class Engine:
                 run.count,
                 [copies[id(s)] for s in run.decoding if id(s) in copies],
                 [(copies[id(s)], n) for s, n in run.prefill if id(s) in copies],
+                run.factor,
             )
         return ghost, copies
 

@@ -126,6 +126,7 @@ class GpuRuntime:
     def submit(self, key: str, seq: Sequence, t: float) -> Tracked:
         self.sync(t)
         slot = self.slots[key]
+        self._bring_up_to(key, slot, t)
         tracked = Tracked(seq, t)
         was_busy = slot.engine.busy
         slot.engine.submit(seq, slot.v_at(t))
@@ -143,6 +144,7 @@ class GpuRuntime:
         slot = self.slots.get(key)
         if slot is None or tracked.finished_t is not None:
             return False
+        self._bring_up_to(key, slot, t)
         slot.engine.cancel(tracked.seq, slot.v_at(t))
         tracked.finished_t = t
         slot.tracked.pop(tracked.seq.seq_id, None)
@@ -189,6 +191,12 @@ class GpuRuntime:
             slot.t0, slot.v0 = t, v
             self._note(key, slot)
         self.t = t
+
+    def _bring_up_to(self, key: str, slot: _Slot, t: float) -> None:
+        """An idle slot's linear map moved onto `t` before something happens to it: a stalled one (speed
+        0, temporal mode) would otherwise map its new request's moments to when it last moved."""
+        if key not in self.live and slot.t0 != t:
+            slot.v0, slot.t0 = slot.v_at(t), t
 
     def _note(self, key: str, slot: _Slot) -> None:
         """Keep `live` true for one slot after something happened to it."""

@@ -54,6 +54,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
         (["stateful", "--ca-bundle", "no-such-ca.pem"], "--ca-bundle no-such-ca.pem: no such file"),
         (["stateful", "--report-dir", "/proc/not-here"], "--report-dir /proc/not-here: cannot write there"),
         (["dance"], "invalid choice"),
+        # Not taken for --api-key-env (a variable's name): the key itself never belongs on a command line.
+        (["contract", "--target", "http://127.0.0.1:9", "--api-key", "dev-key"], "unrecognized arguments: --api-key"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(

@@ -406,6 +406,18 @@ class Engine:
             ghost.advance_to(ghost.run.end_v)
         return {s.seq_id: s for s in mine}
 
+    def answer_alone(self, seq: Sequence, v: float) -> Sequence:
+        """What becomes of `seq` submitted at `v` to this idle engine if nothing else arrives: `submit`
+        and `project` on a copy, the engine itself untouched (a request answered and gone at one
+        instant leaves it idle, as it was)."""
+        ghost, _ = self.clone()
+        ghost.submit(seq, v)
+        for _ in range(1_000_000):
+            if seq.done or ghost.run is None:
+                break
+            ghost.advance_to(ghost.run.end_v)
+        return seq
+
     def project_alone(self, seq: Sequence) -> Sequence | None:
         """`project([seq])` for a sequence that is the engine's only one: the projection is then a pure
         function of the engine's state and the sequence's, which is remembered. Load tests send the same

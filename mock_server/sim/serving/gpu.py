@@ -311,6 +311,23 @@ class GpuRuntime:
         if seq is None:
             return tracked
         mine = Tracked(seq, tracked.arrived_t, tracked.admitted_t, tracked.first_token_t, tracked.finished_t)
+        return self._stamped(slot, mine, horizon_s)
+
+    def answer_alone(self, key: str, seq: Sequence, t: float, horizon_s: float = 86_400.0) -> Tracked:
+        """`submit`, `project` and `cancel` at one instant, on a GPU where nothing runs (no live slot):
+        the request's future on a copy of its engine, the GPU left as those three would leave it (the
+        slot's map moved onto `t`, the engine idle, nobody's speed changed)."""
+        self.sync(t)
+        if self.live:
+            raise RuntimeError("answer_alone needs a GPU where nothing runs")
+        slot = self.slots[key]
+        self._bring_up_to(key, slot, t)
+        return self._stamped(slot, Tracked(slot.engine.answer_alone(seq, slot.v0), t), horizon_s)
+
+    def _stamped(self, slot: _Slot, mine: Tracked, horizon_s: float) -> Tracked:
+        """A projected copy's moments in simulated time, those within the horizon (the slot runs alone
+        at its present speed until then)."""
+        seq = mine.seq
         deadline = self.t + horizon_s
         if mine.admitted_t is None and seq.admitted_v is not None:
             mine.admitted_t = slot.t_at(seq.admitted_v)

@@ -171,9 +171,16 @@ class Serving:
         idle = not runtime.live
         alone = idle and slot.speed == 1.0 and engine.memory_slowdown == 1.0
         key = (engine.steps, prompt_tokens, output_tokens, overhead_s)
-        known = engine.answers.get(key) if alone else None
-        if isinstance(known, Timeline):
-            return known
+        if alone:
+            known = engine.answers.get(key)
+            if isinstance(known, Timeline):
+                return known
+            # Not met on this engine yet (a fresh allocation's first request): its future on a copy of
+            # the engine, without the GPU's submit and cancel around it.
+            seq = Sequence(next(self._ids), prompt_tokens, max(1, output_tokens), 0.0)
+            timeline = _timeline(runtime.answer_alone(allocation_id, seq, t), overhead_s)
+            engine.answers.remember(key, timeline)
+            return timeline
         request = self.start(gpu_id, allocation_id, prompt_tokens, output_tokens, overhead_s, t)
         try:
             timeline = self.project(request)

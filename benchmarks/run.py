@@ -1053,8 +1053,23 @@ def _timing_section(rows: list[TimingRow], rounds: int) -> list[str]:
         "finishing at the same moment: the error grows with N for both servers, and the ratio is the mock's",
         "CPU per request on this path against the baseline's parse-sleep-answer (`docs/profile.md`).",
         "",
+        *_timing_floor_lines(rows),
     ]
     return lines
+
+
+def _timing_floor_lines(rows: list[TimingRow]) -> list[str]:
+    """Each target against what the features floor alone reaches in the same bursts."""
+    lines = []
+    for row in rows:
+        bar = TIMING_RATIO_TARGETS.get(row.concurrency)
+        base = row.pct("baseline", 0.99)
+        if bar is None or not row.floor_ms or not base:
+            continue
+        floor = row.pct("floor", 0.99) / base
+        where = "below what the floor itself reaches" if floor > bar else "within the floor's reach"
+        lines.append(f"- N = {row.concurrency:,}: the target ({bar}×) is {where} ({floor:.2f}×).")
+    return [*lines, ""] if lines else []
 
 
 def _scale_section(scale_result: dict[str, Any]) -> list[str]:

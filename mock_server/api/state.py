@@ -52,14 +52,11 @@ class Waiters:
         finally:
             self.waiting -= 1
 
-    def gpu_changed(self, gpu_id: str, arrival: bool = False) -> None:
-        """What runs on a GPU changed (a request left, an allocation ended): its nappers look again. Not on
-        an arrival: a request coming only delays the others (a larger batch, a prefill step, a co-tenant
-        slowing or taking turns; the step under way ends as planned), so a napper's wake-up, set for the
-        soonest its next token or its end could come, is still not late. Under load that spares every
-        request in flight a look at each arrival."""
-        if not arrival:
-            _wake_all(self._nappers, gpu_id)
+    def gpu_changed(self, gpu_id: str) -> None:
+        """What runs on a GPU changed (a request left, an allocation ended): its nappers look again. (The
+        simulator does not say when a request arrives: that only delays the others, so a napper's
+        wake-up, set for the soonest its next token or its end could come, is still not late.)"""
+        _wake_all(self._nappers, gpu_id)
 
     def _allocation_ended(self, alloc: Allocation) -> None:
         self.gpu_changed(alloc.gpu_id)

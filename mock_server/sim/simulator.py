@@ -181,9 +181,10 @@ class Simulator:
         self._entropy = entropy
         self.on_allocation_ended: list[Callable[[Allocation], None]] = []
         self.on_capacity_freed: list[Callable[[str], None]] = []
-        self.on_gpu_changed: list[Callable[[str, bool], None]] = []
-        """Told a GPU's id when what runs on it changed (an inference started or stopped), and whether only
-        a request's arrival changed it."""
+        self.on_gpu_changed: list[Callable[[str], None]] = []
+        """Told a GPU's id when what runs on it changed in a way that can hasten the requests on it (an
+        inference left before its end, an allocation left the GPU); not when one arrives, which only
+        delays them."""
         self.reset(seed)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -790,9 +791,9 @@ class Simulator:
             alloc.last_used_at = now
             self._push_lease(alloc)
 
-    def _gpu_changed(self, gpu_id: str, arrival: bool) -> None:
+    def _gpu_changed(self, gpu_id: str) -> None:
         for listener in self.on_gpu_changed:
-            listener(gpu_id, arrival)
+            listener(gpu_id)
 
     # ---- read-only views ---------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ def _drive(
 ) -> tuple[float, float]:
     """(when `mine` ended, when its napping handler saw it). The others are looked at every token and
     leave when done, as their handlers would; `arrivals` start requests at their times."""
-    changes: list[bool] = []
-    sim.on_gpu_changed.append(lambda _gpu, arrival: changes.append(arrival))
+    changes: list[str] = []
+    sim.on_gpu_changed.append(changes.append)
     wake = sim.inference_next_change(mine, every_token=False)
     for _ in range(100_000):
         if sim.inference_progress(mine).total_s is not None and clock.now() >= wake - 1e-12:
@@ -45,7 +45,7 @@ def _drive(
         for p in running:
             if sim.inference_progress(p).total_s is not None:
                 sim.finish_inference(p, p.completion_tokens)
-        if clock.now() >= wake - 1e-12 or not all(changes):  # its nap is over, or a non-arrival woke it
+        if clock.now() >= wake - 1e-12 or changes:  # its nap is over, or a change woke it
             wake = sim.inference_next_change(mine, every_token=False)
     raise AssertionError("the answer never ended")
 

@@ -144,7 +144,6 @@ class GpuRuntime:
         slot = self.slots.get(key)
         if slot is None or tracked.finished_t is not None:
             return False
-        self._bring_up_to(key, slot, t)
         slot.engine.cancel(tracked.seq, slot.v_at(t))
         tracked.finished_t = t
         slot.tracked.pop(tracked.seq.seq_id, None)

@@ -78,11 +78,12 @@ def sharing(pool: PoolConfig) -> Sharing:
 
 
 class Serving:
-    def __init__(self, config: MockConfig, seed: int, on_change: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(self, config: MockConfig, seed: int, on_change: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.seed = seed
         self.on_change = on_change
-        """Told the GPU id whenever a GPU's plan changed (an arrival, a departure): waiters look again."""
+        """Told the GPU id when a GPU's plan changed so that its requests may end sooner (a request left
+        before its end, an allocation left the GPU): waiters look again."""
         self.runtimes: dict[str, GpuRuntime] = {}
         self._ids = itertools.count(1)
         self._profiles: dict[tuple[str, str], ServingProfile] = {}
@@ -145,8 +146,8 @@ class Serving:
         before: the HTTP layer waits it out first, and every time reported includes it."""
         runtime = self.runtimes[gpu_id]
         seq = Sequence(next(self._ids), prompt_tokens, max(1, output_tokens), 0.0)
+        # No change is told: an arrival only delays the GPU's other requests (see `Simulator.on_gpu_changed`).
         tracked = runtime.submit(allocation_id, seq, t)
-        self._changed(gpu_id, arrival=True)
         return Request(allocation_id, gpu_id, tracked, overhead_s)
 
     def answer_at_once(
@@ -234,11 +235,9 @@ class Serving:
             return _timeline(request.tracked, request.overhead_s)
         return _timeline(runtime.project(request.allocation_id, request.tracked), request.overhead_s)
 
-    def _changed(self, gpu_id: str, *, arrival: bool = False) -> None:
-        """Tell the listener what runs on the GPU changed; `arrival`: only by a request coming (which
-        delays the others, never hastens them)."""
+    def _changed(self, gpu_id: str) -> None:
         if self.on_change is not None:
-            self.on_change(gpu_id, arrival)
+            self.on_change(gpu_id)
 
 
 def _timeline(tracked: Tracked, overhead_s: float) -> Timeline:

@@ -400,10 +400,7 @@ class Engine:
         a copy of the engine (the engine itself is left as it is)."""
         ghost, copies = self.clone()
         mine = [copies[id(s)] for s in watched if id(s) in copies]
-        for _ in range(1_000_000):
-            if all(s.done for s in mine) or ghost.run is None:
-                break
-            ghost.advance_to(ghost.run.end_v)
+        ghost._run_until_done(mine)
         return {s.seq_id: s for s in mine}
 
     def answer_alone(self, seq: Sequence, v: float) -> Sequence:
@@ -412,11 +409,15 @@ class Engine:
         instant leaves it idle, as it was)."""
         ghost, _ = self.clone()
         ghost.submit(seq, v)
-        for _ in range(1_000_000):
-            if seq.done or ghost.run is None:
-                break
-            ghost.advance_to(ghost.run.end_v)
+        ghost._run_until_done([seq])
         return seq
+
+    def _run_until_done(self, watched: list[Sequence]) -> None:
+        """Run from step to step until every watched sequence is done (or nothing is left to run)."""
+        for _ in range(1_000_000):
+            if all(s.done for s in watched) or self.run is None:
+                break
+            self.advance_to(self.run.end_v)
 
     def project_alone(self, seq: Sequence) -> Sequence | None:
         """`project([seq])` for a sequence that is the engine's only one: the projection is then a pure

@@ -38,8 +38,8 @@ from aiohttp.typedefs import Handler
 
 from benchmarks.minimal_server import ANSWER
 from mock_server.api.contract import Contract
-from mock_server.api.metrics import E2E_BUCKETS, HTTP_BUCKETS, TTFT_BUCKETS, _Counts, _Histograms
-from mock_server.api.state import _CLIENT_REQUEST_ID
+from mock_server.api.metrics import E2E_BUCKETS, HTTP_BUCKETS, TTFT_BUCKETS, CountFamily, HistogramFamily
+from mock_server.api.state import CLIENT_REQUEST_ID
 from mock_server.logs import AccessLog, configure_logging
 
 KEYS = {"dev-key": "dev"}
@@ -52,17 +52,17 @@ def build_app(sleep_s: float = 0.0) -> web.Application:
     ids, allocation_ids = itertools.count(1), itertools.count(1)
     journal: collections.deque[tuple[str, str, str, int]] = collections.deque(maxlen=JOURNAL_SIZE)
     # The mock's collectors (plain numbers, exposed at scrape time): the cheapest counting there is here.
-    requests = _Counts("requests", "Requests answered", ["operation", "status"])
-    latency = _Histograms("request_seconds", "Time to answer", ["operation"], HTTP_BUCKETS)
-    tokens = _Counts("tokens", "Tokens", ["model", "kind"])
-    ttft = _Histograms("ttft_seconds", "Time to first token", ["model"], TTFT_BUCKETS)
-    e2e = _Histograms("e2e_seconds", "Latency", ["model"], E2E_BUCKETS)
+    requests = CountFamily("requests", "Requests answered", ["operation", "status"])
+    latency = HistogramFamily("request_seconds", "Time to answer", ["operation"], HTTP_BUCKETS)
+    tokens = CountFamily("tokens", "Tokens", ["model", "kind"])
+    ttft = HistogramFamily("ttft_seconds", "Time to first token", ["model"], TTFT_BUCKETS)
+    e2e = HistogramFamily("e2e_seconds", "Latency", ["model"], E2E_BUCKETS)
 
     @web.middleware
     async def features(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         sent = request.headers.get("X-Request-Id")
-        request_id = sent if sent is not None and _CLIENT_REQUEST_ID.match(sent) else f"req_{next(ids):016x}"
+        request_id = sent if sent is not None and CLIENT_REQUEST_ID.match(sent) else f"req_{next(ids):016x}"
         if KEYS.get(request.headers.get("Authorization", "")[7:]) is None:
             raise web.HTTPUnauthorized()
         response = await handler(request)

@@ -63,7 +63,7 @@ class _PoolCollector(Collector):
         yield from families.values()
 
 
-class _Counts(Collector):
+class CountFamily(Collector):
     """A counter family counted per request as plain numbers, exposed at scrape time.
 
     prometheus-client's own Counter and Histogram take a lock for every increment and walk a
@@ -90,8 +90,8 @@ class _Counts(Collector):
         yield family
 
 
-class _Histograms(Collector):
-    """A histogram family kept as bucket counts per label values (see `_Counts` for why)."""
+class HistogramFamily(Collector):
+    """A histogram family kept as bucket counts per label values (see `CountFamily` for why)."""
 
     def __init__(self, name: str, documentation: str, labels: list[str], buckets: tuple[float, ...]) -> None:
         self.name, self.documentation, self.labels = name, documentation, labels
@@ -132,10 +132,10 @@ def _le(bound: float) -> str:
 class ServerMetrics:
     def __init__(self, sim: Simulator) -> None:
         self.registry = CollectorRegistry()
-        self.requests = _Counts(
+        self.requests = CountFamily(
             "hostedai_sim_http_requests", "HTTP requests by operation and status", ["operation", "status"]
         )
-        self.request_seconds = _Histograms(
+        self.request_seconds = HistogramFamily(
             "hostedai_sim_http_request_duration_seconds",
             "Wall time spent answering, by operation",
             ["operation"],
@@ -156,11 +156,11 @@ class ServerMetrics:
             ["action", "operation"],
             registry=self.registry,
         )
-        self.tokens = _Counts("hostedai_sim_tokens", "Tokens processed, by model and kind", ["model", "kind"])
-        self.ttft = _Histograms(
+        self.tokens = CountFamily("hostedai_sim_tokens", "Tokens processed, by model and kind", ["model", "kind"])
+        self.ttft = HistogramFamily(
             "hostedai_sim_time_to_first_token_seconds", "Simulated time to first token", ["model"], TTFT_BUCKETS
         )
-        self.e2e = _Histograms(
+        self.e2e = HistogramFamily(
             "hostedai_sim_e2e_request_latency_seconds",
             "Simulated end-to-end inference latency",
             ["model"],

@@ -21,7 +21,7 @@ from mock_server.sim.model import Allocation
 from mock_server.sim.simulator import Simulator
 from mock_server.sim.textgen import stable_seed
 
-_CLIENT_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+CLIENT_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 class Waiters:
@@ -131,7 +131,7 @@ class ServerState:
         return self.config.server.strict
 
     def request_id(self, sent: str | None) -> str:
-        if sent is not None and _CLIENT_REQUEST_ID.match(sent):
+        if sent is not None and CLIENT_REQUEST_ID.match(sent):
             return sent
         return f"req_{self._ids.getrandbits(64):016x}"
 

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from mock_server.api.problems import ApiError, dump_json, render
+from mock_server.api.state import CLIENT_REQUEST_ID
 from mock_server.cells import merge
 from mock_server.cells.rules import RuleIds, combine
 from mock_server.cells.topology import Cell
@@ -30,7 +31,6 @@ from mock_server.version import __version__
 ADMIN = "/_admin"
 # Allocations fetched per page from each cell to build the merged state (the contract's maximum).
 CELL_STATE_PAGE = 10_000
-_CLIENT_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _FAULT_ID = re.compile(r"^fault_[0-9]{1,9}$")
 _CURSOR = re.compile(r"^c[0-9]{1,12}$")
 # Path parameters are checked before they go into a cell's URL (aiohttp has decoded them: `%2F` is `/`).
@@ -326,7 +326,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     sent = request.headers.get("X-Request-Id")
-    request[REQUEST_ID] = sent if sent and _CLIENT_REQUEST_ID.match(sent) else f"req_{secrets.token_hex(8)}"
+    request[REQUEST_ID] = sent if sent and CLIENT_REQUEST_ID.match(sent) else f"req_{secrets.token_hex(8)}"
     try:
         response = await handler(request)
     except _Reply as reply:

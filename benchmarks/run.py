@@ -13,7 +13,9 @@ the clients by request count and a timeout). Sections:
 - inference: the mock's `POST /v1/inference` (manual clock, so nothing sleeps; requests validated,
   and again with responses validated too) against `benchmarks/minimal_server.py`, a bare aiohttp JSON
   handler, and `benchmarks/features_server.py`, the mock's per-request features without the
-  simulation (the floor), driven by wrk.
+  simulation (the floor), driven by wrk; and the server CPU per request of the bare handler, of the
+  mock, and of `benchmarks/raw_server.py` (the same fixed answer from a raw asyncio protocol, no
+  framework), which puts the bar in µs and shows aiohttp's own share of it.
 - cycle: allocate → infer → release, chained by a wrk Lua script (`benchmarks/cycle.lua`), against
   the same minimal server's three routes.
 - accesslog: the inference path of the mock at its default log level (INFO: one access-log line per
@@ -264,13 +266,40 @@ INFERENCE_ROWS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 )
 
 
-def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Comparison]:
+@dataclass
+class FrameworkShare:
+    """Server CPU per request of the same rounds (µs, from /proc): the raw protocol answering the bare
+    handler's fixed body (`benchmarks/raw_server.py`), the bare aiohttp handler, and the mock with
+    default settings. What aiohttp itself costs is the bare handler's less the raw protocol's."""
+
+    raw_rps: list[float] = field(default_factory=list)
+    raw_us: list[float] = field(default_factory=list)
+    bare_us: list[float] = field(default_factory=list)
+    mock_us: list[float] = field(default_factory=list)
+
+
+def _wrk_cpu(
+    url: ServerUrl, body: dict[str, object], seconds: int, connections: int, settle_s: float = 0.0
+) -> tuple[float, float]:
+    """Requests/s and server CPU µs per request of one wrk round (`settle_s`: a pause before the CPU is
+    read, so that log lines still queued for a writing thread are paid for in this round)."""
+    before = _cpu_seconds(url)
+    rps = wrk(url, "/v1/inference", body, seconds, connections).rps
+    time.sleep(settle_s)
+    return rps, (_cpu_seconds(url) - before) / max(1.0, rps * seconds) * 1e6
+
+
+def inference_throughput(
+    rounds: int, seconds: int, connections: int, share: FrameworkShare | None = None
+) -> list[Comparison]:
     """Each row of INFERENCE_ROWS against the JSON-parsing minimal server (`baseline_rps`) and the bare
-    fixed-body handler (`bare_rps`), round by round, every server up at once (idle ones cost nothing)."""
-    ports = [free_port() for _ in range(4 + len(INFERENCE_ROWS))]
+    fixed-body handler (`bare_rps`), round by round, every server up at once (idle ones cost nothing).
+    With `share`, the CPU per request of the raw protocol, the bare handler and the default row too."""
+    ports = [free_port() for _ in range(5 + len(INFERENCE_ROWS))]
     rows = [Comparison(name, [], []) for name, _, _ in INFERENCE_ROWS]
     with tempfile.TemporaryDirectory() as logs, ExitStack() as stack:
         bare = stack.enter_context(server(["-m", "benchmarks.minimal_server", str(ports[0]), "--bare"], ports[0]))
+        raw = stack.enter_context(server(["-m", "benchmarks.raw_server", str(ports[-1])], ports[-1]))
         base = stack.enter_context(server(["-m", "benchmarks.minimal_server", str(ports[1])], ports[1]))
         # The features floor with its access log (for the rows that log) and without (for the one that does not).
         floor_log = stack.enter_context(
@@ -278,7 +307,7 @@ def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Co
         )
         floor_quiet = stack.enter_context(server(["-m", "benchmarks.features_server", str(ports[3])], ports[3]))
         mocks = []
-        for port, (_, extra, logs_requests) in zip(ports[4:], INFERENCE_ROWS, strict=True):
+        for port, (_, extra, logs_requests) in zip(ports[4:-1], INFERENCE_ROWS, strict=True):
             argv = mock_argv(port, *extra, log_level="INFO" if logs_requests else "WARNING")
             mocks.append(stack.enter_context(server(argv, port, log=Path(logs) / f"{port}.log")))
         bodies = {}
@@ -296,12 +325,17 @@ def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Co
             }
         some_body = bodies[mocks[0]]
         # Warm every server up, so the first round measures neither import nor first-request costs.
-        for url in (bare, base, floor_log, floor_quiet):
+        for url in (raw, bare, base, floor_log, floor_quiet):
             wrk(url, "/v1/inference", some_body, 1, connections)
         for mock in mocks:
             wrk(mock, "/v1/inference", bodies[mock], 1, connections)
         for _ in range(rounds):
-            bare_rps = wrk(bare, "/v1/inference", some_body, seconds, connections).rps
+            bare_rps, bare_us = _wrk_cpu(bare, some_body, seconds, connections)
+            if share is not None:
+                raw_rps, raw_us = _wrk_cpu(raw, some_body, seconds, connections)
+                share.raw_rps.append(raw_rps)
+                share.raw_us.append(raw_us)
+                share.bare_us.append(bare_us)
             base_rps = wrk(base, "/v1/inference", some_body, seconds, connections).rps
             floor_rps = {
                 logged: wrk(url, "/v1/inference", some_body, seconds, connections).rps
@@ -311,7 +345,12 @@ def inference_throughput(rounds: int, seconds: int, connections: int) -> list[Co
                 row.bare_rps.append(bare_rps)
                 row.baseline_rps.append(base_rps)
                 row.floor_rps.append(floor_rps[logs_requests])
-                row.subject_rps.append(wrk(mock, "/v1/inference", bodies[mock], seconds, connections).rps)
+                if share is not None and row is rows[0]:
+                    mock_rps, mock_us = _wrk_cpu(mock, bodies[mock], seconds, connections, settle_s=1.0)
+                    share.mock_us.append(mock_us)
+                else:
+                    mock_rps = wrk(mock, "/v1/inference", bodies[mock], seconds, connections).rps
+                row.subject_rps.append(mock_rps)
     return rows
 
 
@@ -860,6 +899,7 @@ def machine() -> str:
 @dataclass
 class Results:
     inference: list[Comparison] = field(default_factory=list)
+    framework: FrameworkShare | None = None
     cycle: Comparison | None = None
     accesslog: AccessLogResult | None = None
     realclock: RealClockResult | None = None
@@ -905,8 +945,26 @@ def _inference_section(results: Results) -> list[str]:
             f"| {_med(c.subject_rps):.0f} | {per_round} | **{_med(c.bare_ratios):.2f}** "
             f"| **{c.median_ratio:.2f}** | {_med(c.floor_ratios):.2f} |"
         )
-    lines += ["", *_inference_verdicts(results.inference), *_floor_lines(results.inference[0]), ""]
-    return lines
+    lines += ["", *_inference_verdicts(results.inference), *_floor_lines(results.inference[0])]
+    if results.framework is not None and results.framework.raw_us:
+        lines += _framework_lines(results.framework)
+    return [*lines, ""]
+
+
+def _framework_lines(share: FrameworkShare) -> list[str]:
+    """The bar in CPU per request, and how much of it aiohttp itself takes."""
+    raw, bare, mock = _med(share.raw_us), _med(share.bare_us), _med(share.mock_us)
+    budget = 2 * bare
+    verdict = f"meets by {budget - mock:.0f} µs" if mock <= budget else f"exceeds by {mock - budget:.0f} µs"
+    return [
+        "- Server CPU per request (from /proc, medians of the same rounds): the bare handler's fixed answer from",
+        f"  a raw asyncio protocol (httptools, no framework: `benchmarks/raw_server.py`, {_med(share.raw_rps):.0f}"
+        f" req/s) **{raw:.0f} µs**; the bare aiohttp handler **{bare:.0f} µs**; the mock with default settings",
+        f"  **{mock:.0f} µs**. aiohttp's own share of a request is ≈ {bare - raw:.0f} µs. The bar (half the bare",
+        f"  handler's throughput) is a budget of ≈ {budget:.0f} µs per request, which the mock {verdict}; without",
+        f"  the bare handler's share of aiohttp it would spend ≈ {mock - (bare - raw):.0f} µs (less if it uses more",
+        "  of aiohttp than the bare handler does: middlewares, body reading).",
+    ]
 
 
 def _floor_lines(default: Comparison) -> list[str]:
@@ -1374,7 +1432,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "inference" in sections:
         with section("inference"):
-            results.inference = inference_throughput(args.rounds, args.seconds, args.connections)
+            results.framework = FrameworkShare()
+            results.inference = inference_throughput(args.rounds, args.seconds, args.connections, results.framework)
     if "cycle" in sections:
         with section("cycle"):
             results.cycle = cycle_throughput(args.rounds, args.seconds, args.connections)

@@ -4,6 +4,8 @@ when allocations began to take minutes to provision and the timing benchmark met
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp.test_utils import TestServer
 
@@ -90,3 +92,38 @@ def test_the_report_shows_the_real_clocks_cost_against_the_manual_clocks() -> No
     assert "| manual | 410 | 400, 420 |" in report
     assert "| real (at 99 req/s, latency-bound) | 1850 | 1800, 1900 |" in report
     assert "Manual ÷ real: **0.22**" in report
+
+
+def test_the_report_puts_the_bar_in_cpu_per_request_beside_aiohttps_own_share() -> None:
+    rows = [run.Comparison(name, [4000.0], [2000.0], [8000.0], [5000.0]) for name, _, _ in run.INFERENCE_ROWS]
+    share = run.FrameworkShare(raw_rps=[60000.0], raw_us=[15.0], bare_us=[100.0], mock_us=[320.0])
+    report = "\n".join(run._inference_section(run.Results(inference=rows, framework=share)))
+    assert "**15 µs**; the bare aiohttp handler **100 µs**; the mock with default settings" in report
+    assert "**320 µs**. aiohttp's own share of a request is ≈ 85 µs." in report
+    assert "a budget of ≈ 200 µs per request, which the mock exceeds by 120 µs;" in report
+    assert "it would spend ≈ 235 µs" in report
+    share.mock_us = [180.0]
+    assert "which the mock meets by 20 µs;" in "\n".join(run._inference_section(run.Results(rows, share)))
+
+
+async def test_the_raw_reference_answers_the_bare_body_on_a_kept_alive_connection_then_closes_on_request() -> None:
+    from benchmarks import raw_server
+
+    loop = asyncio.get_running_loop()
+    listening = await loop.create_server(raw_server.FixedAnswer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # one connection, kept alive between requests
+                async with session.post(f"http://127.0.0.1:{port}/v1/inference", data=b"not json") as resp:
+                    assert resp.status == 200
+                    assert await resp.json() == ANSWER
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), timeout=5)  # read() returns once the server closes
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(raw_server.RESPONSE.split(b"\r\n\r\n", 1)[1])
+        writer.close()
+    finally:
+        listening.close()
+        await listening.wait_closed()

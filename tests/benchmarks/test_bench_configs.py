@@ -79,7 +79,9 @@ def test_the_report_shows_each_figure_against_the_features_floor() -> None:
     assert "| 5100 | 2200 |" in inference  # floor and mock medians side by side
     assert "to the bare handler: **0.61**" in inference  # the floor's own: median of 5000/8000, 5200/8800
     cycle = run.Comparison("cycle", [2000.0], [800.0], floor_rps=[1600.0])
-    assert "| **0.40** | 0.80 | 0.50 |" in "\n".join(run._cycle_section(cycle, rows))
+    cycle_report = "\n".join(run._cycle_section(cycle, rows))
+    assert "| **0.40** | 0.80 | 0.50 |" in cycle_report
+    assert "- Full cycle to the minimal server's: **0.40** (≥ 0.5: missed by 0.10)." in cycle_report
     timing = run.TimingRow(100, [110.0] * 100, [130.0] * 100, [120.0] * 100)
     report = "\n".join(run._timing_section([timing], 5))
     assert "| 10.0 / 10.0 | 20.0 / 20.0 | 30.0 / 30.0 | +20.0 | 2.00 | 3.00 |" in report

@@ -278,17 +278,6 @@ class FrameworkShare:
     mock_us: list[float] = field(default_factory=list)
 
 
-def _wrk_cpu(
-    url: ServerUrl, body: dict[str, object], seconds: int, connections: int, settle_s: float = 0.0
-) -> tuple[float, float]:
-    """Requests/s and server CPU µs per request of one wrk round (`settle_s`: a pause before the CPU is
-    read, so that log lines still queued for a writing thread are paid for in this round)."""
-    before = _cpu_seconds(url)
-    rps = wrk(url, "/v1/inference", body, seconds, connections).rps
-    time.sleep(settle_s)
-    return rps, (_cpu_seconds(url) - before) / max(1.0, rps * seconds) * 1e6
-
-
 def inference_throughput(
     rounds: int, seconds: int, connections: int, share: FrameworkShare | None = None
 ) -> list[Comparison]:
@@ -330,9 +319,9 @@ def inference_throughput(
         for mock in mocks:
             wrk(mock, "/v1/inference", bodies[mock], 1, connections)
         for _ in range(rounds):
-            bare_rps, bare_us = _wrk_cpu(bare, some_body, seconds, connections)
+            bare_rps, bare_us = _timed_round(bare, some_body, seconds, connections, settle_s=0.0)[:2]
             if share is not None:
-                raw_rps, raw_us = _wrk_cpu(raw, some_body, seconds, connections)
+                raw_rps, raw_us = _timed_round(raw, some_body, seconds, connections, settle_s=0.0)[:2]
                 share.raw_rps.append(raw_rps)
                 share.raw_us.append(raw_us)
                 share.bare_us.append(bare_us)
@@ -346,7 +335,7 @@ def inference_throughput(
                 row.baseline_rps.append(base_rps)
                 row.floor_rps.append(floor_rps[logs_requests])
                 if share is not None and row is rows[0]:
-                    mock_rps, mock_us = _wrk_cpu(mock, bodies[mock], seconds, connections, settle_s=1.0)
+                    mock_rps, mock_us = _timed_round(mock, bodies[mock], seconds, connections)[:2]
                     share.mock_us.append(mock_us)
                 else:
                     mock_rps = wrk(mock, "/v1/inference", bodies[mock], seconds, connections).rps
@@ -460,12 +449,15 @@ class AccessLogResult:
         return [q / logged for q, logged in zip(self.cpu_us_quiet, self.cpu_us_logged, strict=True)]
 
 
-def _timed_round(url: ServerUrl, body: dict[str, object], seconds: int, connections: int) -> tuple[float, float, int]:
+def _timed_round(
+    url: ServerUrl, body: dict[str, object], seconds: int, connections: int, settle_s: float = 1.0
+) -> tuple[float, float, int]:
     """Requests/s, server CPU µs per request and requests of one wrk round; the CPU is read after a pause
-    so that log lines still queued for the writing thread are paid for in this round."""
+    (`settle_s`) so that log lines still queued for the writing thread are paid for in this round (a
+    server that writes no log needs none)."""
     before = _cpu_seconds(url)
     result = wrk(url, "/v1/inference", body, seconds, connections)
-    time.sleep(1.0)
+    time.sleep(settle_s)
     requests = round(result.rps * seconds)
     return result.rps, (_cpu_seconds(url) - before) / max(1, requests) * 1e6, requests
 

@@ -267,7 +267,7 @@ CLEAR_FAULTS = (
 @given(raw=requests())
 def test_no_request_gets_a_500(served_mock: tuple[str, int], raw: bytes, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
-    assert STATUS_LINE.match(cleared := _exchange(served_mock, CLEAR_FAULTS.encode())), cleared[:200]
+    cleared = _exchange(served_mock, CLEAR_FAULTS.encode())
     assert cleared.startswith(b"HTTP/1.1 204 "), cleared[:200]
     answer = _exchange(served_mock, raw)
     status_line = STATUS_LINE.match(answer)
